@@ -1,0 +1,1179 @@
+//! The shared store: every channel and message of all workers, and the
+//! per-worker inboxes that carry fan-out work between workers.
+//!
+//! It lives in the module's shared-memory zone and is only ever touched while
+//! the zone's mutex is held (see `shm.rs`); the store itself is plain safe
+//! Rust, generic over the allocator so that the unit tests run it on the
+//! heap. Every allocation is fallible (`try_reserve`, `try_new_in`): running
+//! out of zone memory is an answer (`507`), never a panic, and an operation
+//! that cannot get its memory changes nothing.
+
+use core::hash::Hasher;
+
+use allocator_api2::alloc::Allocator;
+use allocator_api2::boxed::Box;
+use allocator_api2::vec::Vec;
+
+use crate::cursor::{Cursor, MsgId};
+pub use crate::info::ChannelInfo;
+
+/// A worker process as the store knows it: unique for the zone's lifetime,
+/// unlike a pid or a process slot.
+pub type WorkerId = u32;
+/// Order of held listeners across all workers (the `last`/`first` rules).
+pub type Seq = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoMemory;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    Last,
+    First,
+    Broadcast,
+}
+
+/// A stored (or in-flight) message.
+pub struct Message<A: Allocator> {
+    pub id: MsgId,
+    /// Unix second after which it is gone; 0 = never.
+    expires: u64,
+    /// Other workers that were told about it and have not fetched it yet.
+    pending: u32,
+    pub content_type: Vec<u8, A>,
+    pub body: Vec<u8, A>,
+}
+
+impl<A: Allocator> core::fmt::Debug for Message<A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Message({:?}, {} bytes)", self.id, self.body.len())
+    }
+}
+
+impl<A: Allocator> Message<A> {
+    fn expired(&self, now: u64) -> bool {
+        self.expires != 0 && now >= self.expires
+    }
+}
+
+/// Copy `src` into a new zone vector, or fail without side effects.
+fn copy_in<A: Allocator>(src: &[u8], alloc: A) -> Result<Vec<u8, A>, NoMemory> {
+    let mut v = Vec::new_in(alloc);
+    v.try_reserve_exact(src.len()).map_err(|_| NoMemory)?;
+    v.extend_from_slice(src);
+    Ok(v)
+}
+
+/// Push onto a vector without ever panicking on allocation failure.
+fn try_push<T, A: Allocator>(v: &mut Vec<T, A>, value: T) -> Result<(), NoMemory> {
+    v.try_reserve(1).map_err(|_| NoMemory)?;
+    v.push_within_capacity(value).map_err(|_| NoMemory)
+}
+
+pub struct Channel<A: Allocator + Clone> {
+    next: Option<Box<Channel<A>, A>>,
+    hash: u64,
+    /// Distinguishes this channel from an earlier one with the same id.
+    serial: u64,
+    id: Vec<u8, A>,
+    /// Oldest first; at most the publishing location's buffer length.
+    stored: Vec<Message<A>, A>,
+    /// Evicted or never stored, but still owed to other workers.
+    transit: Vec<Message<A>, A>,
+    /// Held listeners per worker.
+    holders: Vec<(WorkerId, u32), A>,
+    /// Newest message id, kept even when the message itself was not stored.
+    last_id: Option<MsgId>,
+    /// Newest held listener: under `last`, older ones are conflicts.
+    newest_seq: Seq,
+    sender_created: bool,
+    created: u64,
+    last_used: u64,
+    last_requested: Option<u64>,
+    /// Idle lifetime of a sender-created channel, seconds.
+    idle_timeout: u64,
+}
+
+impl<A: Allocator + Clone> Channel<A> {
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    pub fn held(&self) -> u32 {
+        self.holders.iter().map(|h| h.1).sum()
+    }
+
+    pub fn last_id(&self) -> Option<MsgId> {
+        self.last_id
+    }
+
+    pub fn sender_created(&self) -> bool {
+        self.sender_created
+    }
+
+    pub fn stored_len(&self) -> usize {
+        self.stored.len()
+    }
+
+    /// The first stored, unexpired message the cursor admits.
+    pub fn next_for(&self, cursor: &Cursor, now: u64) -> Option<&Message<A>> {
+        self.stored
+            .iter()
+            .find(|m| !m.expired(now) && cursor.admits(m.id))
+    }
+
+    pub fn info(&self, now: u64) -> ChannelInfo {
+        let since = self.last_requested.unwrap_or(self.created);
+        ChannelInfo {
+            messages: self.stored.iter().filter(|m| !m.expired(now)).count() as u32,
+            requested: now.saturating_sub(since) as i64,
+            subscribers: self.held(),
+            last_message_id: self.last_id,
+        }
+    }
+
+    fn expire(&mut self, now: u64) {
+        let mut i = 0;
+        while i < self.stored.len() {
+            if self.stored[i].expired(now) {
+                let m = self.stored.remove(i);
+                self.park_or_drop(m);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// A message leaving the buffer is freed unless another worker still
+    /// has to fetch it.
+    fn park_or_drop(&mut self, m: Message<A>) {
+        if m.pending > 0 {
+            // `transit` always has room reserved for what publish put in
+            // flight (see `publish`); if not, dropping only loses a copy
+            // another worker would have delivered to listeners that are
+            // held, and the worker resynchronises from the buffer.
+            let _ = try_push(&mut self.transit, m);
+        }
+    }
+
+    fn add_holder(&mut self, w: WorkerId) -> Result<(), NoMemory> {
+        if let Some(h) = self.holders.iter_mut().find(|h| h.0 == w) {
+            h.1 += 1;
+            return Ok(());
+        }
+        try_push(&mut self.holders, (w, 1))
+    }
+
+    fn remove_holders(&mut self, w: WorkerId, n: u32) {
+        if let Some(i) = self.holders.iter().position(|h| h.0 == w) {
+            let h = &mut self.holders[i];
+            h.1 = h.1.saturating_sub(n);
+            if h.1 == 0 {
+                self.holders.swap_remove(i);
+            }
+        }
+    }
+
+    /// Nothing keeps it alive: no message, nobody held, nothing in flight.
+    fn is_empty(&self) -> bool {
+        self.stored.is_empty() && self.transit.is_empty() && self.holders.is_empty()
+    }
+
+    fn is_idle(&self, now: u64) -> bool {
+        self.is_empty()
+            && (!self.sender_created || now >= self.last_used.saturating_add(self.idle_timeout))
+    }
+
+    /// Take one pending reference off message `id`; free it once nobody
+    /// owes it. Returns the message while it is still readable.
+    fn fetch(&self, id: MsgId) -> Option<&Message<A>> {
+        self.stored
+            .iter()
+            .chain(self.transit.iter())
+            .find(|m| m.id == id)
+    }
+
+    fn release(&mut self, id: MsgId) {
+        if let Some(m) = self.stored.iter_mut().find(|m| m.id == id) {
+            m.pending = m.pending.saturating_sub(1);
+        } else if let Some(i) = self.transit.iter().position(|m| m.id == id) {
+            let m = &mut self.transit[i];
+            m.pending = m.pending.saturating_sub(1);
+            if m.pending == 0 {
+                self.transit.remove(i);
+            }
+        }
+    }
+}
+
+/// Work one worker owes another: answer its held listeners on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    pub hash: u64,
+    pub serial: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Deliver message `id` to listeners held before `upto`.
+    Message { id: MsgId, upto: Seq },
+    /// `last` rule: listeners held before `before` answer 409.
+    Conflict { before: Seq },
+    /// The channel was deleted: every held listener answers 410.
+    Deleted,
+}
+
+pub struct Worker<A: Allocator> {
+    pub id: WorkerId,
+    pub pid: i32,
+    pub nonce: u64,
+    inbox: Vec<Event, A>,
+    /// An event could not be queued: the worker must resynchronise all its
+    /// held listeners against the store.
+    overflow: bool,
+}
+
+/// Where to send a wake-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    pub id: WorkerId,
+    pub pid: i32,
+    pub nonce: u64,
+}
+
+/// The per-request limits and rules of the location a listener came to.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenRules {
+    pub concurrency: Concurrency,
+    pub hold: bool,
+    pub authorized_only: bool,
+    pub max_subscribers: u32,
+}
+
+#[derive(Debug)]
+pub enum Listen<'a, A: Allocator> {
+    /// Answer with this message now.
+    Message(&'a Message<A>),
+    /// Nothing newer and not held (interval-poll): `304`.
+    NotModified,
+    /// Authorized channels only, or the subscriber limit: `403`.
+    Forbidden,
+    /// `first` rule: someone already waits: `409`.
+    Conflict,
+    /// Hold it. Local listeners held before `seq` on this channel must answer
+    /// `409` when `evict_older` is set (`last` rule).
+    Hold {
+        seq: Seq,
+        hash: u64,
+        serial: u64,
+        evict_older: bool,
+    },
+}
+
+/// Options of one publish.
+pub struct Publish<'a> {
+    pub content_type: &'a [u8],
+    pub body: &'a [u8],
+    pub now: u64,
+    /// Seconds a stored message lives; 0 = forever.
+    pub message_timeout: u64,
+    pub buffer_length: usize,
+    pub queue: bool,
+    pub channel_timeout: u64,
+    pub worker: WorkerId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub id: MsgId,
+    pub hash: u64,
+    pub serial: u64,
+    /// Listener sequence at publish time: later listeners came after it.
+    pub upto: Seq,
+    /// Listeners held on the channel, all workers, when it was published.
+    pub held: u32,
+}
+
+pub struct Store<A: Allocator + Clone> {
+    alloc: A,
+    key: [u64; 2],
+    buckets: Vec<Option<Box<Channel<A>, A>>, A>,
+    channels: usize,
+    workers: Vec<Worker<A>, A>,
+    next_worker: WorkerId,
+    next_seq: Seq,
+    next_serial: u64,
+    sweep_pos: usize,
+}
+
+const INITIAL_BUCKETS: usize = 64;
+
+impl<A: Allocator + Clone> Store<A> {
+    /// An empty store; `key` seeds the channel-id hash (random per zone, so
+    /// ids cannot be chosen to collide).
+    pub fn new(alloc: A, key: [u64; 2]) -> Result<Self, NoMemory> {
+        let mut buckets = Vec::new_in(alloc.clone());
+        buckets
+            .try_reserve_exact(INITIAL_BUCKETS)
+            .map_err(|_| NoMemory)?;
+        buckets.resize_with(INITIAL_BUCKETS, || None);
+        Ok(Store {
+            workers: Vec::new_in(alloc.clone()),
+            alloc,
+            key,
+            buckets,
+            channels: 0,
+            next_worker: 1,
+            next_seq: 1,
+            next_serial: 1,
+            sweep_pos: 0,
+        })
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.channels
+    }
+
+    fn hash_id(&self, id: &[u8]) -> u64 {
+        // SipHash with the zone's key mixed in first; the same binary gives
+        // the same function in every worker.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        h.write_u64(self.key[0]);
+        h.write_u64(self.key[1]);
+        h.write(id);
+        h.finish()
+    }
+
+    fn bucket_of(&self, hash: u64) -> usize {
+        (hash as usize) & (self.buckets.len() - 1)
+    }
+
+    pub fn find(&self, id: &[u8]) -> Option<&Channel<A>> {
+        let hash = self.hash_id(id);
+        let mut cur = self.buckets[self.bucket_of(hash)].as_deref();
+        while let Some(c) = cur {
+            if c.hash == hash && c.id[..] == *id {
+                return Some(c);
+            }
+            cur = c.next.as_deref();
+        }
+        None
+    }
+
+    fn find_mut(&mut self, id: &[u8]) -> Option<&mut Channel<A>> {
+        let hash = self.hash_id(id);
+        let b = self.bucket_of(hash);
+        let mut cur = self.buckets[b].as_deref_mut();
+        while let Some(c) = cur {
+            if c.hash == hash && c.id[..] == *id {
+                return Some(c);
+            }
+            cur = c.next.as_deref_mut();
+        }
+        None
+    }
+
+    /// The channel a worker's listeners were held on, if it still exists.
+    fn by_serial_mut(&mut self, hash: u64, serial: u64) -> Option<&mut Channel<A>> {
+        let b = self.bucket_of(hash);
+        let mut cur = self.buckets[b].as_deref_mut();
+        while let Some(c) = cur {
+            if c.serial == serial {
+                return Some(c);
+            }
+            cur = c.next.as_deref_mut();
+        }
+        None
+    }
+
+    pub fn by_serial(&self, hash: u64, serial: u64) -> Option<&Channel<A>> {
+        Self::in_buckets(&self.buckets, hash, serial)
+    }
+
+    fn in_buckets(
+        buckets: &[Option<Box<Channel<A>, A>>],
+        hash: u64,
+        serial: u64,
+    ) -> Option<&Channel<A>> {
+        let mut cur = buckets[(hash as usize) & (buckets.len() - 1)].as_deref();
+        while let Some(c) = cur {
+            if c.serial == serial {
+                return Some(c);
+            }
+            cur = c.next.as_deref();
+        }
+        None
+    }
+
+    fn create(&mut self, id: &[u8], now: u64) -> Result<&mut Channel<A>, NoMemory> {
+        self.grow_buckets();
+        let hash = self.hash_id(id);
+        let channel = Channel {
+            next: None,
+            hash,
+            serial: self.next_serial,
+            id: copy_in(id, self.alloc.clone())?,
+            stored: Vec::new_in(self.alloc.clone()),
+            transit: Vec::new_in(self.alloc.clone()),
+            holders: Vec::new_in(self.alloc.clone()),
+            last_id: None,
+            newest_seq: 0,
+            sender_created: false,
+            created: now,
+            last_used: now,
+            last_requested: None,
+            idle_timeout: 0,
+        };
+        let mut boxed = Box::try_new_in(channel, self.alloc.clone()).map_err(|_| NoMemory)?;
+        self.next_serial += 1;
+        let b = self.bucket_of(hash);
+        boxed.next = self.buckets[b].take();
+        self.channels += 1;
+        Ok(self.buckets[b].insert(boxed))
+    }
+
+    /// Double the bucket array when chains get long; if the zone has no room
+    /// for a bigger one, chains just get longer.
+    fn grow_buckets(&mut self) {
+        if self.channels < self.buckets.len() {
+            return;
+        }
+        let Some(len) = self.buckets.len().checked_mul(2) else {
+            return;
+        };
+        let mut new = Vec::new_in(self.alloc.clone());
+        if new.try_reserve_exact(len).is_err() {
+            return;
+        }
+        new.resize_with(len, || None);
+        let old = core::mem::replace(&mut self.buckets, new);
+        for mut head in old {
+            while let Some(mut c) = head {
+                head = c.next.take();
+                let b = self.bucket_of(c.hash);
+                c.next = self.buckets[b].take();
+                self.buckets[b] = Some(c);
+            }
+        }
+        self.sweep_pos = 0;
+    }
+
+    /// Unlink and free the channel `serial` (with all its messages).
+    fn remove(&mut self, hash: u64, serial: u64) -> Option<Box<Channel<A>, A>> {
+        let b = self.bucket_of(hash);
+        let mut link = &mut self.buckets[b];
+        loop {
+            match link {
+                None => return None,
+                Some(c) if c.serial == serial => {
+                    let mut c = link.take()?;
+                    *link = c.next.take();
+                    self.channels -= 1;
+                    return Some(c);
+                }
+                Some(c) => link = &mut c.next,
+            }
+        }
+    }
+
+    fn free_if_idle(&mut self, hash: u64, serial: u64, now: u64) {
+        if self
+            .by_serial(hash, serial)
+            .is_some_and(|c| c.is_idle(now) && !c.sender_created)
+        {
+            self.remove(hash, serial);
+        }
+    }
+
+    // ---- workers -------------------------------------------------------
+
+    pub fn register_worker(&mut self, pid: i32, nonce: u64) -> Result<WorkerId, NoMemory> {
+        let id = self.next_worker;
+        let w = Worker {
+            id,
+            pid,
+            nonce,
+            inbox: Vec::new_in(self.alloc.clone()),
+            overflow: false,
+        };
+        try_push(&mut self.workers, w)?;
+        self.next_worker += 1;
+        Ok(id)
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = Wake> + '_ {
+        self.workers.iter().map(|w| Wake {
+            id: w.id,
+            pid: w.pid,
+            nonce: w.nonce,
+        })
+    }
+
+    /// Forget a worker that exited or died: drop what it owed, its held
+    /// listener counts, and the channels only it kept alive.
+    pub fn unregister_worker(&mut self, id: WorkerId, now: u64) {
+        let Some(i) = self.workers.iter().position(|w| w.id == id) else {
+            return;
+        };
+        let w = self.workers.swap_remove(i);
+        for e in w.inbox.iter() {
+            if let EventKind::Message { id, .. } = e.kind {
+                if let Some(c) = self.by_serial_mut(e.hash, e.serial) {
+                    c.release(id);
+                }
+            }
+        }
+        let mut dead: Vec<(u64, u64), A> = Vec::new_in(self.alloc.clone());
+        for head in self.buckets.iter_mut() {
+            let mut cur = head.as_deref_mut();
+            while let Some(c) = cur {
+                if c.holders.iter().any(|h| h.0 == id) {
+                    c.remove_holders(id, u32::MAX);
+                    if c.is_idle(now) && !c.sender_created {
+                        // If the list cannot grow the channel stays until
+                        // the next sweep frees it.
+                        let _ = try_push(&mut dead, (c.hash, c.serial));
+                    }
+                }
+                cur = c.next.as_deref_mut();
+            }
+        }
+        for (hash, serial) in dead {
+            self.remove(hash, serial);
+        }
+    }
+
+    /// Queue an event for every other worker holding listeners on the
+    /// channel; an event that cannot be queued makes that worker resync.
+    fn notify(&mut self, hash: u64, serial: u64, kind: EventKind, except: WorkerId) {
+        let Some(c) = Self::in_buckets(&self.buckets, hash, serial) else {
+            return;
+        };
+        let holders = &c.holders;
+        for w in self.workers.iter_mut() {
+            if w.id == except || !holders.iter().any(|h| h.0 == w.id) {
+                continue;
+            }
+            if try_push(&mut w.inbox, Event { hash, serial, kind }).is_err() {
+                w.overflow = true;
+            }
+        }
+    }
+
+    /// Workers that have something in their inbox, other than `me`.
+    pub fn to_wake(&self, me: WorkerId) -> impl Iterator<Item = Wake> + '_ {
+        self.workers
+            .iter()
+            .filter(move |w| w.id != me && (!w.inbox.is_empty() || w.overflow))
+            .map(|w| Wake {
+                id: w.id,
+                pid: w.pid,
+                nonce: w.nonce,
+            })
+    }
+
+    /// Hand a worker its events. For each, `f` gets the event and, for a
+    /// message, the message itself while the lock is held; it returns how
+    /// many of its held listeners it took off the channel. Returns whether
+    /// the worker must also resynchronise (an event was lost).
+    pub fn drain_inbox(
+        &mut self,
+        me: WorkerId,
+        mut f: impl FnMut(&Event, Option<&Message<A>>) -> u32,
+    ) -> bool {
+        let Some(w) = self.workers.iter_mut().find(|w| w.id == me) else {
+            return false;
+        };
+        let overflow = core::mem::take(&mut w.overflow);
+        // Keep the inbox's capacity: the next publish will want it again.
+        let mut inbox = core::mem::replace(&mut w.inbox, Vec::new_in(self.alloc.clone()));
+        for e in inbox.iter() {
+            let taken = match self.by_serial_mut(e.hash, e.serial) {
+                None => f(e, None),
+                Some(c) => {
+                    let taken = match e.kind {
+                        EventKind::Message { id, .. } => {
+                            let t = f(e, c.fetch(id));
+                            c.release(id);
+                            t
+                        }
+                        _ => f(e, None),
+                    };
+                    c.remove_holders(me, taken);
+                    taken
+                }
+            };
+            let _ = taken;
+            self.free_if_idle(e.hash, e.serial, 0);
+        }
+        inbox.clear();
+        if let Some(w) = self.workers.iter_mut().find(|w| w.id == me) {
+            if w.inbox.is_empty() {
+                w.inbox = inbox;
+            }
+        }
+        overflow
+    }
+
+    // ---- listeners -----------------------------------------------------
+
+    /// A listener asks for the next message after `cursor`.
+    pub fn listen(
+        &mut self,
+        id: &[u8],
+        cursor: &Cursor,
+        rules: &ListenRules,
+        now: u64,
+        me: WorkerId,
+    ) -> Result<Listen<'_, A>, NoMemory> {
+        if self.find(id).is_none() {
+            if rules.authorized_only {
+                return Ok(Listen::Forbidden);
+            }
+            if !rules.hold {
+                // Nothing can be stored in a channel that does not exist.
+                return Ok(Listen::NotModified);
+            }
+            self.create(id, now)?;
+        }
+        let seq = self.next_seq;
+        let c = self.find_mut(id).ok_or(NoMemory)?;
+        c.last_requested = Some(now);
+        c.last_used = now;
+        if rules.authorized_only && !c.sender_created {
+            let (h, s) = (c.hash, c.serial);
+            self.free_if_idle(h, s, now);
+            return Ok(Listen::Forbidden);
+        }
+        c.expire(now);
+        let (hash, serial) = (c.hash, c.serial);
+        if c.next_for(cursor, now).is_some() {
+            let c = self.by_serial(hash, serial).ok_or(NoMemory)?;
+            return c.next_for(cursor, now).map(Listen::Message).ok_or(NoMemory);
+        }
+        if !rules.hold {
+            self.free_if_idle(hash, serial, now);
+            return Ok(Listen::NotModified);
+        }
+        let held = c.held();
+        let evict_older = rules.concurrency == Concurrency::Last && held > 0;
+        let after_rule = if evict_older { 1 } else { held + 1 };
+        if rules.concurrency == Concurrency::First && held > 0 {
+            return Ok(Listen::Conflict);
+        }
+        if rules.max_subscribers != 0 && after_rule > rules.max_subscribers {
+            self.free_if_idle(hash, serial, now);
+            return Ok(Listen::Forbidden);
+        }
+        if c.add_holder(me).is_err() {
+            self.free_if_idle(hash, serial, now);
+            return Err(NoMemory);
+        }
+        c.newest_seq = seq;
+        self.next_seq += 1;
+        if evict_older {
+            self.notify(hash, serial, EventKind::Conflict { before: seq }, me);
+        }
+        Ok(Listen::Hold {
+            seq,
+            hash,
+            serial,
+            evict_older,
+        })
+    }
+
+    /// `n` listeners of worker `me` held on a channel are gone (answered or
+    /// disconnected).
+    pub fn unlisten(&mut self, hash: u64, serial: u64, me: WorkerId, n: u32, now: u64) {
+        if let Some(c) = self.by_serial_mut(hash, serial) {
+            c.remove_holders(me, n);
+            self.free_if_idle(hash, serial, now);
+        }
+    }
+
+    /// For a worker resynchronising its held listeners: the channel's state.
+    pub fn resync_view(&self, hash: u64, serial: u64) -> Option<&Channel<A>> {
+        self.by_serial(hash, serial)
+    }
+
+    // ---- senders -------------------------------------------------------
+
+    /// Publish a message. All-or-nothing: on `NoMemory` nothing changed
+    /// except that expired messages were freed.
+    pub fn publish(&mut self, id: &[u8], p: &Publish<'_>) -> Result<Published, NoMemory> {
+        match self.try_publish(id, p) {
+            Err(NoMemory) => {
+                // Make room from what has expired anywhere, then retry once.
+                self.sweep(p.now, usize::MAX);
+                self.try_publish(id, p)
+            }
+            ok => ok,
+        }
+    }
+
+    fn try_publish(&mut self, id: &[u8], p: &Publish<'_>) -> Result<Published, NoMemory> {
+        if self.find(id).is_none() {
+            self.create(id, p.now)?;
+        }
+        let alloc = self.alloc.clone();
+        let upto = self.next_seq;
+        let me = p.worker;
+        let c = self.find_mut(id).ok_or(NoMemory)?;
+        c.expire(p.now);
+        let (hash, serial) = (c.hash, c.serial);
+        let held = c.held();
+        let remote: u32 = c.holders.iter().filter(|h| h.0 != me).count() as u32;
+        let store = p.queue && p.buffer_length > 0;
+        let msg_id = MsgId::next_after(c.last_id, p.now);
+
+        // Reserve everything first so that committing cannot fail.
+        let need_msg = store || remote > 0;
+        let mut message = None;
+        if need_msg {
+            message = Some(Message {
+                id: msg_id,
+                expires: if p.message_timeout == 0 {
+                    0
+                } else {
+                    p.now.saturating_add(p.message_timeout)
+                },
+                pending: remote,
+                content_type: copy_in(p.content_type, alloc.clone())?,
+                body: copy_in(p.body, alloc.clone())?,
+            });
+            c.stored.try_reserve(1).map_err(|_| NoMemory)?;
+            // Room for everything that may move to transit now.
+            let moving = c.stored.len() + 1;
+            c.transit.try_reserve(moving).map_err(|_| NoMemory)?;
+        }
+        let remote_ids: Vec<WorkerId, A> = {
+            let mut v = Vec::new_in(alloc.clone());
+            v.try_reserve_exact(remote as usize).map_err(|_| NoMemory)?;
+            v.extend(c.holders.iter().filter(|h| h.0 != me).map(|h| h.0));
+            v
+        };
+        for w in self.workers.iter_mut() {
+            if remote_ids.contains(&w.id) {
+                w.inbox.try_reserve(1).map_err(|_| NoMemory)?;
+            }
+        }
+
+        // Commit.
+        let c = self.by_serial_mut(hash, serial).ok_or(NoMemory)?;
+        c.last_id = Some(msg_id);
+        c.sender_created = true;
+        c.last_used = p.now;
+        c.idle_timeout = p.channel_timeout;
+        if let Some(m) = message {
+            if store {
+                c.stored.push(m);
+                while c.stored.len() > p.buffer_length {
+                    let old = c.stored.remove(0);
+                    c.park_or_drop(old);
+                }
+            } else {
+                c.park_or_drop(m);
+            }
+        }
+        for w in self.workers.iter_mut() {
+            if remote_ids.contains(&w.id) {
+                let e = Event {
+                    hash,
+                    serial,
+                    kind: EventKind::Message { id: msg_id, upto },
+                };
+                // Capacity was reserved above.
+                let _ = w.inbox.push_within_capacity(e);
+            }
+        }
+        Ok(Published {
+            id: msg_id,
+            hash,
+            serial,
+            upto,
+            held,
+        })
+    }
+
+    /// `PUT`: create the channel (as a sender) without a message.
+    pub fn touch(&mut self, id: &[u8], now: u64, channel_timeout: u64) -> Result<ChannelInfo, NoMemory> {
+        if self.find(id).is_none() {
+            self.create(id, now)?;
+        }
+        let c = self.find_mut(id).ok_or(NoMemory)?;
+        c.sender_created = true;
+        c.last_used = now;
+        c.idle_timeout = channel_timeout;
+        c.expire(now);
+        Ok(c.info(now))
+    }
+
+    pub fn info(&mut self, id: &[u8], now: u64) -> Option<ChannelInfo> {
+        let c = self.find_mut(id)?;
+        c.expire(now);
+        Some(c.info(now))
+    }
+
+    /// `DELETE`: remove the channel; other workers are told to answer their
+    /// held listeners `410`. Returns the info as it was and the channel's
+    /// (hash, serial) for this worker's own listeners.
+    pub fn delete(&mut self, id: &[u8], now: u64, me: WorkerId) -> Option<(ChannelInfo, u64, u64)> {
+        let c = self.find_mut(id)?;
+        c.expire(now);
+        let info = c.info(now);
+        let (hash, serial) = (c.hash, c.serial);
+        self.notify(hash, serial, EventKind::Deleted, me);
+        self.remove(hash, serial);
+        Some((info, hash, serial))
+    }
+
+    /// Free expired messages and idle channels, visiting at most `budget`
+    /// buckets from where the last sweep stopped.
+    pub fn sweep(&mut self, now: u64, budget: usize) {
+        let n = self.buckets.len();
+        let visits = budget.min(n);
+        let mut dead: Option<(u64, u64)> = None;
+        for _ in 0..visits {
+            let b = self.sweep_pos % n;
+            self.sweep_pos = (b + 1) % n;
+            loop {
+                if let Some((h, s)) = dead.take() {
+                    self.remove(h, s);
+                }
+                let mut cur = self.buckets[b].as_deref_mut();
+                while let Some(c) = cur {
+                    c.expire(now);
+                    if c.is_idle(now) {
+                        dead = Some((c.hash, c.serial));
+                        break;
+                    }
+                    cur = c.next.as_deref_mut();
+                }
+                if dead.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allocator_api2::alloc::{AllocError, Global};
+    use core::alloc::Layout;
+    use core::cell::Cell;
+    use core::ptr::NonNull;
+    use std::rc::Rc;
+    use std::vec::Vec;
+
+    /// The heap with a budget, to play a zone that fills up.
+    #[derive(Clone, Debug)]
+    struct Limited(Rc<Cell<usize>>);
+
+    unsafe impl Allocator for Limited {
+        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+            let left = self.0.get();
+            if layout.size() > left {
+                return Err(AllocError);
+            }
+            self.0.set(left - layout.size());
+            Global.allocate(layout)
+        }
+        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+            self.0.set(self.0.get() + layout.size());
+            Global.deallocate(ptr, layout)
+        }
+    }
+
+    fn store() -> Store<Global> {
+        Store::new(Global, [1, 2]).unwrap()
+    }
+
+    const HOLD_LAST: ListenRules = ListenRules {
+        concurrency: Concurrency::Last,
+        hold: true,
+        authorized_only: false,
+        max_subscribers: 0,
+    };
+
+    fn pubopts<'a>(body: &'a [u8], now: u64, w: WorkerId) -> Publish<'a> {
+        Publish {
+            content_type: b"text/plain",
+            body,
+            now,
+            message_timeout: 0,
+            buffer_length: 10,
+            queue: true,
+            channel_timeout: 3600,
+            worker: w,
+        }
+    }
+
+    fn body_of<A: Allocator + Clone + core::fmt::Debug>(l: Listen<'_, A>) -> Vec<u8> {
+        match l {
+            Listen::Message(m) => m.body.to_vec(),
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+
+    #[test]
+    fn cursor_walks_same_second_messages_in_order() {
+        let mut s = store();
+        let w = s.register_worker(1, 1).unwrap();
+        for b in [b"a", b"b", b"c"] {
+            s.publish(b"ch", &pubopts(b, 100, w)).unwrap();
+        }
+        let mut cur = Cursor::default();
+        let mut seen = vec![];
+        loop {
+            match s.listen(b"ch", &cur, &ListenRules { hold: false, ..HOLD_LAST }, 100, w).unwrap() {
+                Listen::Message(m) => {
+                    seen.push(m.body.to_vec());
+                    cur = Cursor {
+                        since: Some(m.id.time),
+                        tag: Some(m.id.tag),
+                    };
+                }
+                Listen::NotModified => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seen, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(s.find(b"ch").unwrap().last_id(), Some(MsgId { time: 100, tag: 2 }));
+    }
+
+    #[test]
+    fn buffer_length_evicts_oldest() {
+        let mut s = store();
+        let w = s.register_worker(1, 1).unwrap();
+        for i in 0..5u8 {
+            let mut p = pubopts(core::slice::from_ref(&i), 100 + i as u64, w);
+            p.buffer_length = 3;
+            s.publish(b"ch", &p).unwrap();
+        }
+        assert_eq!(s.find(b"ch").unwrap().stored_len(), 3);
+        let got = body_of(s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 200, w).unwrap());
+        assert_eq!(got, vec![2]);
+    }
+
+    #[test]
+    fn expired_messages_are_not_served_and_channel_id_keeps_counting() {
+        let mut s = store();
+        let w = s.register_worker(1, 1).unwrap();
+        let mut p = pubopts(b"x", 100, w);
+        p.message_timeout = 5;
+        s.publish(b"ch", &p).unwrap();
+        assert!(matches!(
+            s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 104, w).unwrap(),
+            Listen::Message(_)
+        ));
+        assert!(matches!(
+            s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 105, w).unwrap(),
+            Listen::Hold { .. }
+        ));
+        assert_eq!(s.find(b"ch").unwrap().stored_len(), 0);
+    }
+
+    #[test]
+    fn queue_off_stores_nothing_but_ids_advance() {
+        let mut s = store();
+        let w = s.register_worker(1, 1).unwrap();
+        let mut p = pubopts(b"x", 100, w);
+        p.queue = false;
+        s.publish(b"ch", &p).unwrap();
+        s.publish(b"ch", &p).unwrap();
+        let c = s.find(b"ch").unwrap();
+        assert_eq!(c.stored_len(), 0);
+        assert_eq!(c.last_id(), Some(MsgId { time: 100, tag: 1 }));
+    }
+
+    #[test]
+    fn listener_only_channels_are_freed_when_empty() {
+        let mut s = store();
+        let w = s.register_worker(1, 1).unwrap();
+        for i in 0..1000u32 {
+            let id = i.to_string();
+            match s.listen(id.as_bytes(), &Cursor::default(), &HOLD_LAST, 1, w).unwrap() {
+                Listen::Hold { hash, serial, .. } => s.unlisten(hash, serial, w, 1, 1),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(s.channel_count(), 0);
+    }
+
+    #[test]
+    fn last_rule_tells_other_workers_and_first_rule_refuses() {
+        let mut s = store();
+        let a = s.register_worker(1, 1).unwrap();
+        let b = s.register_worker(2, 2).unwrap();
+        let first = match s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 1, a).unwrap() {
+            Listen::Hold { seq, evict_older, .. } => {
+                assert!(!evict_older);
+                seq
+            }
+            other => panic!("{other:?}"),
+        };
+        let second = match s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 1, b).unwrap() {
+            Listen::Hold { seq, evict_older, .. } => {
+                assert!(evict_older);
+                seq
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(second > first);
+        assert_eq!(s.to_wake(b).map(|w| w.id).collect::<std::vec::Vec<_>>(), vec![a]);
+        let mut events = vec![];
+        s.drain_inbox(a, |e, _| {
+            events.push(e.kind);
+            1
+        });
+        assert_eq!(events, vec![EventKind::Conflict { before: second }]);
+        assert_eq!(s.find(b"ch").unwrap().held(), 1);
+
+        let first_rules = ListenRules {
+            concurrency: Concurrency::First,
+            ..HOLD_LAST
+        };
+        assert!(matches!(
+            s.listen(b"ch", &Cursor::default(), &first_rules, 1, a).unwrap(),
+            Listen::Conflict
+        ));
+    }
+
+    #[test]
+    fn publish_fans_out_to_other_workers_even_when_not_stored() {
+        let mut s = store();
+        let a = s.register_worker(1, 1).unwrap();
+        let b = s.register_worker(2, 2).unwrap();
+        let bc = ListenRules {
+            concurrency: Concurrency::Broadcast,
+            ..HOLD_LAST
+        };
+        s.listen(b"ch", &Cursor::default(), &bc, 1, b).unwrap();
+        s.listen(b"ch", &Cursor::default(), &bc, 1, b).unwrap();
+        let mut p = pubopts(b"hello", 1, a);
+        p.queue = false;
+        let out = s.publish(b"ch", &p).unwrap();
+        assert_eq!(out.held, 2);
+        let mut got = vec![];
+        s.drain_inbox(b, |_, m| {
+            got.push(m.map(|m| m.body.to_vec()));
+            2
+        });
+        assert_eq!(got, vec![Some(b"hello".to_vec())]);
+        // Delivered and released: nothing is left in the zone for it.
+        assert_eq!(s.channel_count(), 1);
+        let c = s.find(b"ch").unwrap();
+        assert_eq!(c.held(), 0);
+        assert!(c.transit.is_empty());
+    }
+
+    #[test]
+    fn delete_tells_holders_and_dead_worker_is_purged() {
+        let mut s = store();
+        let a = s.register_worker(1, 1).unwrap();
+        let b = s.register_worker(2, 2).unwrap();
+        s.listen(b"gone", &Cursor::default(), &HOLD_LAST, 1, b).unwrap();
+        s.touch(b"gone", 1, 60).unwrap();
+        assert!(s.delete(b"gone", 1, a).is_some());
+        let mut kinds = vec![];
+        s.drain_inbox(b, |e, _| {
+            kinds.push(e.kind);
+            1
+        });
+        assert_eq!(kinds, vec![EventKind::Deleted]);
+        assert!(s.find(b"gone").is_none());
+
+        s.listen(b"kept", &Cursor::default(), &HOLD_LAST, 1, b).unwrap();
+        s.publish(b"other", &pubopts(b"x", 1, a)).unwrap();
+        s.unregister_worker(b, 1);
+        assert!(s.find(b"kept").is_none(), "a dead worker's listener-only channel is freed");
+        assert_eq!(s.workers().count(), 1);
+    }
+
+    #[test]
+    fn full_zone_refuses_without_damage() {
+        let budget = Rc::new(Cell::new(16 * 1024));
+        let mut s = Store::new(Limited(budget.clone()), [3, 4]).unwrap();
+        let w = s.register_worker(1, 1).unwrap();
+        let big = vec![7u8; 1000];
+        let mut ok = 0;
+        loop {
+            let mut p = pubopts(&big, 1, w);
+            p.buffer_length = 1000;
+            match s.publish(b"ch", &p) {
+                Ok(_) => ok += 1,
+                Err(NoMemory) => break,
+            }
+        }
+        assert!(ok > 3);
+        let c = s.find(b"ch").unwrap();
+        assert_eq!(c.stored_len(), ok);
+        // The oldest is still intact, other channels still work once room exists.
+        let first = body_of(s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 1, w).unwrap());
+        assert_eq!(first, big);
+        let mut p = pubopts(b"tiny", 1, w);
+        p.buffer_length = 1;
+        assert!(s.publish(b"ch", &p).is_err() || s.find(b"ch").unwrap().stored_len() == 1);
+    }
+
+    #[test]
+    fn sweep_frees_idle_sender_channels_after_timeout() {
+        let mut s = store();
+        let w = s.register_worker(1, 1).unwrap();
+        s.touch(b"a", 100, 10).unwrap();
+        let mut p = pubopts(b"x", 100, w);
+        p.message_timeout = 5;
+        p.channel_timeout = 10;
+        s.publish(b"b", &p).unwrap();
+        s.sweep(105, usize::MAX);
+        assert_eq!(s.channel_count(), 2);
+        assert_eq!(s.find(b"b").unwrap().stored_len(), 0);
+        s.sweep(110, usize::MAX);
+        assert_eq!(s.channel_count(), 0);
+    }
+
+    #[test]
+    fn ids_are_exact_and_many_channels_grow_the_table() {
+        let mut s = store();
+        let w = s.register_worker(1, 1).unwrap();
+        for i in 0..500u32 {
+            s.publish(format!("c{i}").as_bytes(), &pubopts(&i.to_le_bytes(), 1, w)).unwrap();
+        }
+        assert!(s.buckets.len() >= 512);
+        for i in 0..500u32 {
+            let c = s.find(format!("c{i}").as_bytes()).unwrap();
+            assert_eq!(c.stored[0].body[..], i.to_le_bytes());
+        }
+        assert!(s.find(b"c5\0").is_none());
+    }
+
+    #[test]
+    fn subscriber_limit_counts_after_the_rule() {
+        let mut s = store();
+        let a = s.register_worker(1, 1).unwrap();
+        let b = s.register_worker(2, 2).unwrap();
+        let rules = ListenRules {
+            concurrency: Concurrency::Broadcast,
+            max_subscribers: 2,
+            ..HOLD_LAST
+        };
+        assert!(matches!(s.listen(b"c", &Cursor::default(), &rules, 1, a).unwrap(), Listen::Hold { .. }));
+        assert!(matches!(s.listen(b"c", &Cursor::default(), &rules, 1, b).unwrap(), Listen::Hold { .. }));
+        assert!(matches!(s.listen(b"c", &Cursor::default(), &rules, 1, a).unwrap(), Listen::Forbidden));
+        let last = ListenRules {
+            concurrency: Concurrency::Last,
+            max_subscribers: 1,
+            ..HOLD_LAST
+        };
+        assert!(matches!(s.listen(b"d", &Cursor::default(), &last, 1, a).unwrap(), Listen::Hold { .. }));
+        assert!(matches!(s.listen(b"d", &Cursor::default(), &last, 1, b).unwrap(), Listen::Hold { .. }));
+    }
+}
