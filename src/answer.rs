@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use nginx_sys::*;
 
-use crate::cursor::{etag, Etag, MsgId};
+use crate::cursor::{etag, http_date, Etag, MsgId};
 use crate::msghttp;
 
 /// A message as this worker sends it: copied out of the zone once, shared by
@@ -208,9 +208,12 @@ unsafe fn message_headers(r: *mut ngx_http_request_t, d: &Delivery, origin: Opti
         }
         None => set_content_type(r, &d.content_type)?,
     }
-    // Our own cursor logic decides; nginx's must not answer 304 for us.
+    // Our own cursor logic decides; nginx's must not answer 304 for us. A
+    // plain Last-Modified header also survives statuses other than 200,
+    // which nginx's own field would not (message/http).
     (*r).set_disable_not_modified(1);
-    (*r).headers_out.last_modified_time = d.id.time as time_t;
+    add_header(r, "Last-Modified", &http_date(d.id.time))?;
+    // Known to nginx as the entity tag, so gzip marks it weak as it should.
     (*r).headers_out.etag = add_header(r, "Etag", d.etag.as_bytes())?;
     add_header(r, "Vary", b"If-None-Match, If-Modified-Since")?;
     cors(r, origin)
@@ -249,7 +252,7 @@ pub unsafe fn not_modified(r: *mut ngx_http_request_t, origin: Option<&[u8]>) ->
 pub unsafe fn status(
     r: *mut ngx_http_request_t,
     status: u32,
-    reason: &'static str,
+    reason: &str,
     extra: &[(&'static str, &[u8])],
 ) -> ngx_int_t {
     for (k, v) in extra {

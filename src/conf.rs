@@ -127,10 +127,6 @@ impl LocConf {
             Some(self.allow_origin)
         }
     }
-
-    pub fn allow_origin_is_default(&self) -> bool {
-        self.allow_origin == UNSET_PTR
-    }
 }
 
 // ---- directive handlers ---------------------------------------------------
@@ -225,6 +221,27 @@ unsafe extern "C" fn set_buffer_size(
     CONF_OK
 }
 
+/// `push_listener_concurrency`: nginx's enum slot, with an error that
+/// names the directive and its choices.
+unsafe extern "C" fn set_concurrency(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: our location configuration, valid during parsing.
+    let lcf = &mut *(conf as *mut LocConf);
+    if lcf.concurrency != UNSET_UINT {
+        return conf_err(c"is duplicate");
+    }
+    lcf.concurrency = match args(cf)[1].as_bytes() {
+        b"last" => 0,
+        b"first" => 1,
+        b"broadcast" => 2,
+        _ => return conf_err(c"must be \"last\", \"first\" or \"broadcast\""),
+    };
+    CONF_OK
+}
+
 /// `push_min_message_buffer_length`: accepted for old configurations, and
 /// checked like a number, but it changes nothing.
 unsafe extern "C" fn set_ignored_num(
@@ -235,12 +252,6 @@ unsafe extern "C" fn set_ignored_num(
     ngx_conf_set_num_slot(cf, cmd, conf)
 }
 
-static mut CONCURRENCY: [ngx_conf_enum_t; 4] = [
-    ngx_conf_enum_t { name: ngx_string!("last"), value: 0 },
-    ngx_conf_enum_t { name: ngx_string!("first"), value: 1 },
-    ngx_conf_enum_t { name: ngx_string!("broadcast"), value: 2 },
-    ngx_conf_enum_t { name: ngx_str_t { len: 0, data: ptr::null_mut() }, value: 0 },
-];
 
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
@@ -274,8 +285,8 @@ pub static mut COMMANDS: [ngx_command_t; 30] = [
     cmd(ngx_string!("push_publisher"), SRV_LOC | NGX_CONF_NOARGS, set_role, LOC, 0, ROLE_SENDER_POST),
     cmd(ngx_string!("push_listener"), SRV_LOC | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0, ROLE_LISTENER_POST),
     cmd(ngx_string!("push_subscriber"), SRV_LOC | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0, ROLE_LISTENER_POST),
-    cmd(ngx_string!("push_listener_concurrency"), ANY | NGX_CONF_TAKE1, ngx_conf_set_enum_slot, LOC, off!(concurrency), &raw mut CONCURRENCY as *mut c_void),
-    cmd(ngx_string!("push_subscriber_concurrency"), ANY | NGX_CONF_TAKE1, ngx_conf_set_enum_slot, LOC, off!(concurrency), &raw mut CONCURRENCY as *mut c_void),
+    cmd(ngx_string!("push_listener_concurrency"), ANY | NGX_CONF_TAKE1, set_concurrency, LOC, 0, NOPOST),
+    cmd(ngx_string!("push_subscriber_concurrency"), ANY | NGX_CONF_TAKE1, set_concurrency, LOC, 0, NOPOST),
     cmd(ngx_string!("push_queue_messages"), ANY | NGX_CONF_FLAG, ngx_conf_set_flag_slot, LOC, off!(queue), NOPOST),
     cmd(ngx_string!("push_store_messages"), ANY | NGX_CONF_FLAG, ngx_conf_set_flag_slot, LOC, off!(queue), NOPOST),
     cmd(ngx_string!("push_message_timeout"), ANY | NGX_CONF_TAKE1, ngx_conf_set_sec_slot, LOC, off!(message_timeout), NOPOST),
@@ -409,6 +420,6 @@ mod tests {
         assert_eq!(child.message_timeout, 3600);
         assert_eq!(child.max_id_length, 512);
         assert_eq!(child.concurrency(), Concurrency::Last);
-        assert!(child.allow_origin_is_default());
+        assert!(child.allow_origin().is_none());
     }
 }

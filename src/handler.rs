@@ -148,21 +148,22 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
         let _ = discard_body(r);
         return listener_options(r);
     }
-    if method != METHOD_GET && method != METHOD_HEAD {
-        let _ = discard_body(r);
-        return answer::status(r, NGX_HTTP_NOT_ALLOWED, "405 Method Not Allowed\n", &[("Allow", LISTENER_ALLOW)]);
-    }
-    if let Err(rc) = discard_body(r) {
-        return rc;
-    }
     let origin = allow_origin(r);
     let id = match channel_id(r) {
         Ok(id) => id,
         Err(reason) => {
+            let _ = discard_body(r);
             log_error(r, reason.trim_end());
-            return answer::status(r, NGX_HTTP_BAD_REQUEST, reason, &[]);
+            return listener_status(r, origin, NGX_HTTP_BAD_REQUEST, reason, &[]);
         }
     };
+    if method != METHOD_GET && method != METHOD_HEAD {
+        let _ = discard_body(r);
+        return listener_status(r, origin, NGX_HTTP_NOT_ALLOWED, "405 Method Not Allowed\n", &[("Allow", LISTENER_ALLOW)]);
+    }
+    if let Err(rc) = discard_body(r) {
+        return rc;
+    }
     if ngx_exiting != 0 {
         return answer::not_modified(r, origin);
     }
@@ -216,10 +217,10 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
     match decided {
         Now::Message(d) => answer::message(r, &d, origin),
         Now::NotModified => answer::not_modified(r, origin),
-        Now::Status(s, reason) => answer::status(r, s, reason, &[]),
+        Now::Status(s, reason) => listener_status(r, origin, s, reason, &[]),
         Now::Full => {
             log_error(r, "push_buffer_size zone is full, listener refused");
-            answer::status(r, NGX_HTTP_INSUFFICIENT_STORAGE, ZONE_FULL, &[])
+            listener_status(r, origin, NGX_HTTP_INSUFFICIENT_STORAGE, ZONE_FULL, &[])
         }
         Now::Hold { seq, serial, hash, evicted, wake } => {
             let parked = worker::park(r, seq, serial, hash, cursor, origin, lcf.listener_timeout);
@@ -236,6 +237,23 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
             NGX_DONE as ngx_int_t
         }
     }
+}
+
+/// Every listener answer carries the CORS headers.
+///
+/// # Safety
+/// `r` is a live request whose header has not been sent.
+unsafe fn listener_status(
+    r: *mut ngx_http_request_t,
+    origin: Option<&[u8]>,
+    status: u32,
+    reason: &str,
+    extra: &[(&'static str, &[u8])],
+) -> ngx_int_t {
+    if answer::cors(r, origin).is_none() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    answer::status(r, status, reason, extra)
 }
 
 unsafe fn listener_options(r: *mut ngx_http_request_t) -> ngx_int_t {

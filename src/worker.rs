@@ -416,7 +416,10 @@ unsafe fn answer_parked(r: *mut ngx_http_request_t, answer: &Answer) {
     let rc = match answer {
         Answer::Message(d) => answer::message(r, d, origin),
         Answer::NotModified => answer::not_modified(r, origin),
-        Answer::Status(s, reason) => answer::status(r, *s, reason, &[]),
+        Answer::Status(s, reason) => match answer::cors(r, origin) {
+            Some(()) => answer::status(r, *s, reason, &[]),
+            None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        },
     };
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
