@@ -18,8 +18,8 @@ use crate::msghttp;
 /// A message as this worker sends it: copied out of the zone once, shared by
 /// every listener it goes to, freed with the last of their requests.
 pub struct Delivery {
-    pub id: MsgId,
     etag: Etag,
+    last_modified: [u8; 29],
     content_type: Vec<u8>,
     data: Vec<u8>,
     embedded: Option<Embedded>,
@@ -27,6 +27,7 @@ pub struct Delivery {
 
 /// A `message/http` message, parsed once per worker.
 struct Embedded {
+    status: ngx_uint_t,
     status_line: Vec<u8>,
     content_type: Option<Vec<u8>>,
     headers: Vec<(Vec<u8>, Vec<u8>)>,
@@ -48,6 +49,7 @@ impl Delivery {
                 status_line.push(b' ');
                 status_line.extend_from_slice(e.reason);
                 Embedded {
+                    status: e.status as ngx_uint_t,
                     status_line,
                     content_type: e.content_type.map(|c| c.to_vec()),
                     headers: e.headers.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect(),
@@ -58,8 +60,8 @@ impl Delivery {
             None
         };
         Rc::new(Delivery {
-            id,
             etag: etag(id.tag),
+            last_modified: http_date(id.time),
             content_type: content_type.to_vec(),
             data,
             embedded,
@@ -90,12 +92,13 @@ unsafe fn pool_str(r: *mut ngx_http_request_t, s: &[u8]) -> Option<ngx_str_t> {
     Some(ngx_str_t { len: s.len(), data: p })
 }
 
-/// Add an output header; `key` is static, `value` is copied.
+/// Add an output header without copying it.
 ///
 /// # Safety
-/// `r` is a live request whose header has not been sent.
-pub unsafe fn add_header(r: *mut ngx_http_request_t, key: &'static str, value: &[u8]) -> Option<*mut ngx_table_elt_t> {
-    let value = pool_str(r, value)?;
+/// `r` is a live request whose header has not been sent; `key` and `value`
+/// stay valid until the request is freed (static, in the request pool, or
+/// in a `Delivery` the request keeps alive).
+pub unsafe fn add_header(r: *mut ngx_http_request_t, key: &[u8], value: &[u8]) -> Option<*mut ngx_table_elt_t> {
     let h = ngx_list_push(&raw mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
     if h.is_null() {
         return None;
@@ -103,7 +106,7 @@ pub unsafe fn add_header(r: *mut ngx_http_request_t, key: &'static str, value: &
     h.write(ngx_table_elt_t {
         hash: 1,
         key: ngx_str_t { len: key.len(), data: key.as_ptr() as *mut u8 },
-        value,
+        value: ngx_str_t { len: value.len(), data: value.as_ptr() as *mut u8 },
         lowcase_key: ptr::null_mut(),
         next: ptr::null_mut(),
     });
@@ -111,7 +114,8 @@ pub unsafe fn add_header(r: *mut ngx_http_request_t, key: &'static str, value: &
 }
 
 /// # Safety
-/// `r` is a live request whose header has not been sent.
+/// `r` is a live request whose header has not been sent; `ct` outlives it
+/// (see `add_header`).
 unsafe fn set_content_type(r: *mut ngx_http_request_t, ct: &[u8]) -> Option<()> {
     if ct.is_empty() {
         // The sender sent none: the listener location's default_type.
@@ -120,9 +124,8 @@ unsafe fn set_content_type(r: *mut ngx_http_request_t, ct: &[u8]) -> Option<()> 
         }
         return Some(());
     }
-    let v = pool_str(r, ct)?;
-    (*r).headers_out.content_type = v;
-    (*r).headers_out.content_type_len = v.len;
+    (*r).headers_out.content_type = ngx_str_t { len: ct.len(), data: ct.as_ptr() as *mut u8 };
+    (*r).headers_out.content_type_len = ct.len();
     (*r).headers_out.content_type_lowcase = ptr::null_mut();
     Some(())
 }
@@ -163,11 +166,12 @@ unsafe extern "C" fn release_delivery(data: *mut c_void) {
 /// CORS headers common to every listener answer.
 ///
 /// # Safety
-/// `r` is a live request whose header has not been sent.
+/// `r` is a live request whose header has not been sent; `origin` outlives
+/// it (static or in its pool).
 pub unsafe fn cors(r: *mut ngx_http_request_t, origin: Option<&[u8]>) -> Option<()> {
     if let Some(o) = origin {
-        add_header(r, "Access-Control-Allow-Origin", o)?;
-        add_header(r, "Access-Control-Expose-Headers", b"Etag, Last-Modified")?;
+        add_header(r, b"Access-Control-Allow-Origin", o)?;
+        add_header(r, b"Access-Control-Expose-Headers", b"Etag, Last-Modified")?;
     }
     Some(())
 }
@@ -175,35 +179,34 @@ pub unsafe fn cors(r: *mut ngx_http_request_t, origin: Option<&[u8]>) -> Option<
 /// `200` with the message and its cursor.
 ///
 /// # Safety
-/// `r` is a live request whose header has not been sent.
+/// `r` is a live request whose header has not been sent; `origin` outlives
+/// it (static or in its pool).
 pub unsafe fn message(r: *mut ngx_http_request_t, d: &Rc<Delivery>, origin: Option<&[u8]>) -> ngx_int_t {
-    match message_headers(r, d, origin) {
-        Some(()) => {}
-        None => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-    }
-    // The body is read from the shared copy: keep it alive with the request.
+    // Headers and body are read from the shared copy: keep it alive with
+    // the request, before anything points into it.
     let cln = ngx_pool_cleanup_add((*r).pool, 0);
     if cln.is_null() {
         return NGX_ERROR as ngx_int_t;
     }
     (*cln).handler = Some(release_delivery);
     (*cln).data = Rc::into_raw(d.clone()) as *mut c_void;
-    send(r, d.body())
+    match message_headers(r, d, origin) {
+        Some(()) => send(r, d.body()),
+        None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+    }
 }
 
+/// # Safety
+/// As `message`; `d` is kept alive by the request.
 unsafe fn message_headers(r: *mut ngx_http_request_t, d: &Delivery, origin: Option<&[u8]>) -> Option<()> {
     (*r).headers_out.status = NGX_HTTP_OK as ngx_uint_t;
     match &d.embedded {
         Some(e) => {
-            (*r).headers_out.status = e.status_line[..3]
-                .iter()
-                .fold(0, |n, c| n * 10 + (c - b'0') as ngx_uint_t);
-            (*r).headers_out.status_line = pool_str(r, &e.status_line)?;
+            (*r).headers_out.status = e.status;
+            (*r).headers_out.status_line = ngx_str_t { len: e.status_line.len(), data: e.status_line.as_ptr() as *mut u8 };
             set_content_type(r, e.content_type.as_deref().unwrap_or(b""))?;
             for (name, value) in &e.headers {
-                let key = pool_str(r, name)?;
-                let h = add_header(r, "", value)?;
-                (*h).key = key;
+                add_header(r, name, value)?;
             }
         }
         None => set_content_type(r, &d.content_type)?,
@@ -212,10 +215,10 @@ unsafe fn message_headers(r: *mut ngx_http_request_t, d: &Delivery, origin: Opti
     // plain Last-Modified header also survives statuses other than 200,
     // which nginx's own field would not (message/http).
     (*r).set_disable_not_modified(1);
-    add_header(r, "Last-Modified", &http_date(d.id.time))?;
+    add_header(r, b"Last-Modified", &d.last_modified)?;
     // Known to nginx as the entity tag, so gzip marks it weak as it should.
-    (*r).headers_out.etag = add_header(r, "Etag", d.etag.as_bytes())?;
-    add_header(r, "Vary", b"If-None-Match, If-Modified-Since")?;
+    (*r).headers_out.etag = add_header(r, b"Etag", d.etag.as_bytes())?;
+    add_header(r, b"Vary", b"If-None-Match, If-Modified-Since")?;
     cors(r, origin)
 }
 
@@ -229,10 +232,10 @@ pub unsafe fn not_modified(r: *mut ngx_http_request_t, origin: Option<&[u8]>) ->
     let inm = (*r).headers_in.if_none_match;
     let ok = (|| {
         if !ims.is_null() {
-            add_header(r, "Last-Modified", (*ims).value.as_bytes())?;
+            add_header(r, b"Last-Modified", (*ims).value.as_bytes())?;
         }
         if !inm.is_null() {
-            add_header(r, "Etag", (*inm).value.as_bytes())?;
+            add_header(r, b"Etag", (*inm).value.as_bytes())?;
         }
         cors(r, origin)
     })();
@@ -252,11 +255,11 @@ pub unsafe fn not_modified(r: *mut ngx_http_request_t, origin: Option<&[u8]>) ->
 pub unsafe fn status(
     r: *mut ngx_http_request_t,
     status: u32,
-    reason: &str,
+    reason: &'static str,
     extra: &[(&'static str, &[u8])],
 ) -> ngx_int_t {
     for (k, v) in extra {
-        if add_header(r, k, v).is_none() {
+        if add_header(r, k.as_bytes(), v).is_none() {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
     }
@@ -279,7 +282,7 @@ pub unsafe fn body(
     extra: &[(&'static str, &[u8])],
 ) -> ngx_int_t {
     for (k, v) in extra {
-        if add_header(r, k, v).is_none() {
+        if add_header(r, k.as_bytes(), v).is_none() {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
     }

@@ -247,7 +247,7 @@ unsafe fn listener_status(
     r: *mut ngx_http_request_t,
     origin: Option<&[u8]>,
     status: u32,
-    reason: &str,
+    reason: &'static str,
     extra: &[(&'static str, &[u8])],
 ) -> ngx_int_t {
     if answer::cors(r, origin).is_none() {

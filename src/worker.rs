@@ -411,8 +411,8 @@ unsafe fn answer_parked(r: *mut ngx_http_request_t, answer: &Answer) {
         ngx_del_timer(&mut ctx.timer);
     }
     let c = (*r).connection;
-    let origin = ctx.origin().map(|o| o.to_vec());
-    let origin = origin.as_deref();
+    // In the request pool (or static): valid while `r` is.
+    let origin = ctx.origin();
     let rc = match answer {
         Answer::Message(d) => answer::message(r, d, origin),
         Answer::NotModified => answer::not_modified(r, origin),
