@@ -40,7 +40,7 @@ pub fn is_message_http(content_type: &[u8]) -> bool {
 }
 
 impl Delivery {
-    pub fn new(id: MsgId, content_type: &[u8], data: Vec<u8>) -> Rc<Delivery> {
+    pub fn new(content_type: &[u8], data: Vec<u8>, id: MsgId) -> Rc<Delivery> {
         let embedded = if is_message_http(content_type) {
             // Checked when it was published; a failure here means the body is
             // sent as it is, which is still a correct HTTP answer.
@@ -103,13 +103,12 @@ pub unsafe fn add_header(r: *mut ngx_http_request_t, key: &[u8], value: &[u8]) -
     if h.is_null() {
         return None;
     }
-    h.write(ngx_table_elt_t {
-        hash: 1,
-        key: ngx_str_t { len: key.len(), data: key.as_ptr() as *mut u8 },
-        value: ngx_str_t { len: value.len(), data: value.as_ptr() as *mut u8 },
-        lowcase_key: ptr::null_mut(),
-        next: ptr::null_mut(),
-    });
+    // Zeroed first: nginx before 1.23 has no `next` field, later ones need
+    // it null.
+    h.write(core::mem::zeroed());
+    (*h).hash = 1;
+    (*h).key = ngx_str_t { len: key.len(), data: key.as_ptr() as *mut u8 };
+    (*h).value = ngx_str_t { len: value.len(), data: value.as_ptr() as *mut u8 };
     Some(h)
 }
 

@@ -159,6 +159,7 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
     };
     if method != METHOD_GET && method != METHOD_HEAD {
         let _ = discard_body(r);
+        log_error(r, "method not allowed on a push_listener location");
         return listener_status(r, origin, NGX_HTTP_NOT_ALLOWED, "405 Method Not Allowed\n", &[("Allow", LISTENER_ALLOW)]);
     }
     if let Err(rc) = discard_body(r) {
@@ -190,7 +191,7 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
         let lock = w.zone.lock();
         let now = worker::now();
         match lock.store.listen(&id, &cursor, &rules, now, me) {
-            Ok(Listen::Message(m)) => Now::Message(Delivery::new(m.id, &m.content_type, m.body.to_vec())),
+            Ok(Listen::Message(m)) => Now::Message(Delivery::new(&m.content_type, m.body.to_vec(), m.id)),
             Ok(Listen::NotModified) => Now::NotModified,
             Ok(Listen::Forbidden) => Now::Status(NGX_HTTP_FORBIDDEN, "403 Forbidden: no listener allowed on this channel.\n"),
             Ok(Listen::Conflict) => Now::Status(NGX_HTTP_CONFLICT, CONFLICT),
@@ -292,6 +293,7 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     }
     if ![METHOD_GET, METHOD_HEAD, METHOD_POST, METHOD_PUT, METHOD_DELETE].contains(&method) {
         discard_body(r).ok();
+        log_error(r, "method not allowed on a push_sender location");
         return answer::status(r, NGX_HTTP_NOT_ALLOWED, "405 Method Not Allowed\n", &[("Allow", SENDER_ALLOW)]);
     }
     if let Err(reason) = channel_id(r) {
@@ -320,8 +322,10 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         NotFound,
         Full,
     }
+    let mut earlier = Vec::new();
     let did = worker::with(|w| {
-        let lock = w.zone.lock();
+        let mut lock = w.zone.lock();
+        worker::take_inbox(&mut lock, &mut w.registry, w.me, &mut earlier);
         match method {
             METHOD_PUT => match lock.store.touch(&id, now, lcf.channel_timeout.max(0) as u64) {
                 Ok(i) => Did::Info(i),
@@ -342,6 +346,7 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             },
         }
     });
+    worker::deliver(earlier);
     let Some(did) = did else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
@@ -430,8 +435,11 @@ unsafe fn publish(r: *mut ngx_http_request_t) -> ngx_int_t {
         channel_timeout: lcf.channel_timeout.max(0) as u64,
         worker: 0,
     };
+    let mut earlier = Vec::new();
     let done = worker::with(|w| {
-        let lock = w.zone.lock();
+        let mut lock = w.zone.lock();
+        // Older messages other workers queued for this one go first.
+        worker::take_inbox(&mut lock, &mut w.registry, w.me, &mut earlier);
         let p = Publish { worker: w.me, ..p };
         let published = lock.store.publish(&id, &p)?;
         let mut seqs = Vec::new();
@@ -454,8 +462,9 @@ unsafe fn publish(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
     };
     worker::wake_others(&wake);
+    worker::deliver(earlier);
     if !seqs.is_empty() {
-        let d = Delivery::new(published.id, &content_type, body);
+        let d = Delivery::new(&content_type, body, published.id);
         worker::deliver(seqs.into_iter().map(|s| (s, Answer::Message(d.clone()))).collect());
     }
     let status = if published.held > 0 { NGX_HTTP_CREATED } else { NGX_HTTP_ACCEPTED };

@@ -181,49 +181,54 @@ pub fn release_all() {
 pub fn process_inbox() {
     let answers = with(|w| {
         let mut answers = Vec::new();
-        let Worker { zone, me, registry, .. } = w;
-        let mut lock = zone.lock();
-        let mut seqs = Vec::new();
-        let mut lost = Vec::new();
-        let resync = lock.store.drain_inbox(*me, |e, m| {
-            seqs.clear();
-            let n = match e.kind {
-                EventKind::Message { id, upto } => match m {
-                    Some(m) => {
-                        let n = registry.take_admitted(e.serial, id, upto, &mut seqs);
-                        if n > 0 {
-                            let d = Delivery::new(m.id, &m.content_type, m.body.to_vec());
-                            answers.extend(seqs.iter().map(|&s| (s, Answer::Message(d.clone()))));
-                        }
-                        n
-                    }
-                    None => {
-                        lost.push((e.serial, e.hash));
-                        0
-                    }
-                },
-                EventKind::Conflict { before } => {
-                    let n = registry.take_before(e.serial, before, &mut seqs);
-                    answers.extend(seqs.iter().map(|&s| (s, Answer::Status(409, CONFLICT))));
-                    n
-                }
-                EventKind::Deleted => {
-                    let n = registry.take_all(e.serial, &mut seqs);
-                    answers.extend(seqs.iter().map(|&s| (s, Answer::Status(410, GONE))));
-                    n
-                }
-            };
-            n
-        });
-        if resync {
-            lost = registry.channels();
-        }
-        for (serial, hash) in lost {
-            resync_channel(&mut lock, registry, *me, serial, hash, &mut answers);
-        }
+        let mut lock = w.zone.lock();
+        take_inbox(&mut lock, &mut w.registry, w.me, &mut answers);
         answers
     });
     deliver(answers.unwrap_or_default());
+}
+
+/// Under the lock: turn this worker's queued events into answers. Also run
+/// before this worker publishes or deletes, so that its own listeners get
+/// older messages, queued by other workers, before newer ones.
+pub fn take_inbox(lock: &mut Locked<'_>, registry: &mut Registry, me: WorkerId, answers: &mut Vec<(Seq, Answer)>) {
+    let mut seqs = Vec::new();
+    let mut lost = Vec::new();
+    let resync = lock.store.drain_inbox(me, |e, m| {
+        seqs.clear();
+        match e.kind {
+            EventKind::Message { id, upto } => match m {
+                Some(m) => {
+                    let n = registry.take_admitted(e.serial, id, upto, &mut seqs);
+                    if n > 0 {
+                        let d = Delivery::new(&m.content_type, m.body.to_vec(), m.id);
+                        answers.extend(seqs.iter().map(|&s| (s, Answer::Message(d.clone()))));
+                    }
+                    n
+                }
+                None => {
+                    lost.push((e.serial, e.hash));
+                    0
+                }
+            },
+            EventKind::Conflict { before } => {
+                let n = registry.take_before(e.serial, before, &mut seqs);
+                answers.extend(seqs.iter().map(|&s| (s, Answer::Status(409, CONFLICT))));
+                n
+            }
+            EventKind::Deleted => {
+                let n = registry.take_all(e.serial, &mut seqs);
+                answers.extend(seqs.iter().map(|&s| (s, Answer::Status(410, GONE))));
+                n
+            }
+        }
+    });
+    if resync {
+        lost = registry.channels();
+    }
+    for (serial, hash) in lost {
+        resync_channel(lock, registry, me, serial, hash, answers);
+    }
 }
 
 pub const CONFLICT: &str = "409 Conflict: another listener took this channel.\n";
@@ -251,7 +256,7 @@ fn resync_channel(
         if let Some(m) = c.next_for(&h.cursor, now) {
             registry.remove(serial, h.seq);
             gone += 1;
-            let d = Delivery::new(m.id, &m.content_type, m.body.to_vec());
+            let d = Delivery::new(&m.content_type, m.body.to_vec(), m.id);
             answers.push((h.seq, Answer::Message(d)));
         }
     }
