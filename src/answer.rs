@@ -52,7 +52,11 @@ impl Delivery {
                     status: e.status as ngx_uint_t,
                     status_line,
                     content_type: e.content_type.map(|c| c.to_vec()),
-                    headers: e.headers.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect(),
+                    headers: e
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                        .collect(),
                     body_at: data.len() - e.body.len(),
                 }
             })
@@ -82,14 +86,20 @@ impl Delivery {
 /// `r` is a live request.
 unsafe fn pool_str(r: *mut ngx_http_request_t, s: &[u8]) -> Option<ngx_str_t> {
     if s.is_empty() {
-        return Some(ngx_str_t { len: 0, data: ptr::null_mut() });
+        return Some(ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        });
     }
     let p = ngx_pnalloc((*r).pool, s.len()) as *mut u8;
     if p.is_null() {
         return None;
     }
     ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
-    Some(ngx_str_t { len: s.len(), data: p })
+    Some(ngx_str_t {
+        len: s.len(),
+        data: p,
+    })
 }
 
 /// Add an output header without copying it.
@@ -98,7 +108,11 @@ unsafe fn pool_str(r: *mut ngx_http_request_t, s: &[u8]) -> Option<ngx_str_t> {
 /// `r` is a live request whose header has not been sent; `key` and `value`
 /// stay valid until the request is freed (static, in the request pool, or
 /// in a `Delivery` the request keeps alive).
-pub unsafe fn add_header(r: *mut ngx_http_request_t, key: &[u8], value: &[u8]) -> Option<*mut ngx_table_elt_t> {
+pub unsafe fn add_header(
+    r: *mut ngx_http_request_t,
+    key: &[u8],
+    value: &[u8],
+) -> Option<*mut ngx_table_elt_t> {
     let h = ngx_list_push(&raw mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
     if h.is_null() {
         return None;
@@ -107,8 +121,14 @@ pub unsafe fn add_header(r: *mut ngx_http_request_t, key: &[u8], value: &[u8]) -
     // it null.
     h.write(core::mem::zeroed());
     (*h).hash = 1;
-    (*h).key = ngx_str_t { len: key.len(), data: key.as_ptr() as *mut u8 };
-    (*h).value = ngx_str_t { len: value.len(), data: value.as_ptr() as *mut u8 };
+    (*h).key = ngx_str_t {
+        len: key.len(),
+        data: key.as_ptr() as *mut u8,
+    };
+    (*h).value = ngx_str_t {
+        len: value.len(),
+        data: value.as_ptr() as *mut u8,
+    };
     Some(h)
 }
 
@@ -123,7 +143,10 @@ unsafe fn set_content_type(r: *mut ngx_http_request_t, ct: &[u8]) -> Option<()> 
         }
         return Some(());
     }
-    (*r).headers_out.content_type = ngx_str_t { len: ct.len(), data: ct.as_ptr() as *mut u8 };
+    (*r).headers_out.content_type = ngx_str_t {
+        len: ct.len(),
+        data: ct.as_ptr() as *mut u8,
+    };
     (*r).headers_out.content_type_len = ct.len();
     (*r).headers_out.content_type_lowcase = ptr::null_mut();
     Some(())
@@ -180,7 +203,11 @@ pub unsafe fn cors(r: *mut ngx_http_request_t, origin: Option<&[u8]>) -> Option<
 /// # Safety
 /// `r` is a live request whose header has not been sent; `origin` outlives
 /// it (static or in its pool).
-pub unsafe fn message(r: *mut ngx_http_request_t, d: &Rc<Delivery>, origin: Option<&[u8]>) -> ngx_int_t {
+pub unsafe fn message(
+    r: *mut ngx_http_request_t,
+    d: &Rc<Delivery>,
+    origin: Option<&[u8]>,
+) -> ngx_int_t {
     // Headers and body are read from the shared copy: keep it alive with
     // the request, before anything points into it.
     let cln = ngx_pool_cleanup_add((*r).pool, 0);
@@ -197,12 +224,19 @@ pub unsafe fn message(r: *mut ngx_http_request_t, d: &Rc<Delivery>, origin: Opti
 
 /// # Safety
 /// As `message`; `d` is kept alive by the request.
-unsafe fn message_headers(r: *mut ngx_http_request_t, d: &Delivery, origin: Option<&[u8]>) -> Option<()> {
+unsafe fn message_headers(
+    r: *mut ngx_http_request_t,
+    d: &Delivery,
+    origin: Option<&[u8]>,
+) -> Option<()> {
     (*r).headers_out.status = NGX_HTTP_OK as ngx_uint_t;
     match &d.embedded {
         Some(e) => {
             (*r).headers_out.status = e.status;
-            (*r).headers_out.status_line = ngx_str_t { len: e.status_line.len(), data: e.status_line.as_ptr() as *mut u8 };
+            (*r).headers_out.status_line = ngx_str_t {
+                len: e.status_line.len(),
+                data: e.status_line.as_ptr() as *mut u8,
+            };
             set_content_type(r, e.content_type.as_deref().unwrap_or(b""))?;
             for (name, value) in &e.headers {
                 add_header(r, name, value)?;

@@ -107,16 +107,41 @@ impl LocConf {
         }
         m(&mut self.concurrency, UNSET_UINT, prev.concurrency, 0);
         m(&mut self.queue, UNSET, prev.queue, 1);
-        m(&mut self.message_timeout, UNSET as time_t, prev.message_timeout, 3600);
+        m(
+            &mut self.message_timeout,
+            UNSET as time_t,
+            prev.message_timeout,
+            3600,
+        );
         m(&mut self.buffer_length, UNSET, prev.buffer_length, 10);
-        m(&mut self.min_buffer_length, UNSET, prev.min_buffer_length, 1);
+        m(
+            &mut self.min_buffer_length,
+            UNSET,
+            prev.min_buffer_length,
+            1,
+        );
         m(&mut self.group, UNSET_PTR, prev.group, ptr::null_mut());
-        m(&mut self.listener_timeout, UNSET_UINT, prev.listener_timeout, 0);
+        m(
+            &mut self.listener_timeout,
+            UNSET_UINT,
+            prev.listener_timeout,
+            0,
+        );
         m(&mut self.authorized_only, UNSET, prev.authorized_only, 0);
         m(&mut self.max_id_length, UNSET, prev.max_id_length, 512);
         m(&mut self.max_subscribers, UNSET, prev.max_subscribers, 0);
-        m(&mut self.channel_timeout, UNSET as time_t, prev.channel_timeout, 3600);
-        m(&mut self.allow_origin, UNSET_PTR, prev.allow_origin, UNSET_PTR);
+        m(
+            &mut self.channel_timeout,
+            UNSET as time_t,
+            prev.channel_timeout,
+            3600,
+        );
+        m(
+            &mut self.allow_origin,
+            UNSET_PTR,
+            prev.allow_origin,
+            UNSET_PTR,
+        );
     }
 
     /// `None`: no CORS headers; the default is `*`.
@@ -252,14 +277,20 @@ unsafe extern "C" fn set_ignored_num(
     ngx_conf_set_num_slot(cf, cmd, conf)
 }
 
-
 const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
 const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 const SRV_LOC: u32 = NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
 type SetFn = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
 
-const fn cmd(name: ngx_str_t, type_: u32, set: SetFn, conf: usize, offset: usize, post: *mut c_void) -> ngx_command_t {
+const fn cmd(
+    name: ngx_str_t,
+    type_: u32,
+    set: SetFn,
+    conf: usize,
+    offset: usize,
+    post: *mut c_void,
+) -> ngx_command_t {
     ngx_command_t {
         name,
         type_: type_ as ngx_uint_t,
@@ -281,28 +312,182 @@ const ROLE_LISTENER_POST: *mut c_void = ROLE_LISTENER as *mut c_void;
 const NOPOST: *mut c_void = ptr::null_mut();
 
 pub static mut COMMANDS: [ngx_command_t; 30] = [
-    cmd(ngx_string!("push_sender"), SRV_LOC | NGX_CONF_NOARGS, set_role, LOC, 0, ROLE_SENDER_POST),
-    cmd(ngx_string!("push_publisher"), SRV_LOC | NGX_CONF_NOARGS, set_role, LOC, 0, ROLE_SENDER_POST),
-    cmd(ngx_string!("push_listener"), SRV_LOC | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0, ROLE_LISTENER_POST),
-    cmd(ngx_string!("push_subscriber"), SRV_LOC | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0, ROLE_LISTENER_POST),
-    cmd(ngx_string!("push_listener_concurrency"), ANY | NGX_CONF_TAKE1, set_concurrency, LOC, 0, NOPOST),
-    cmd(ngx_string!("push_subscriber_concurrency"), ANY | NGX_CONF_TAKE1, set_concurrency, LOC, 0, NOPOST),
-    cmd(ngx_string!("push_queue_messages"), ANY | NGX_CONF_FLAG, ngx_conf_set_flag_slot, LOC, off!(queue), NOPOST),
-    cmd(ngx_string!("push_store_messages"), ANY | NGX_CONF_FLAG, ngx_conf_set_flag_slot, LOC, off!(queue), NOPOST),
-    cmd(ngx_string!("push_message_timeout"), ANY | NGX_CONF_TAKE1, ngx_conf_set_sec_slot, LOC, off!(message_timeout), NOPOST),
-    cmd(ngx_string!("push_message_buffer_length"), ANY | NGX_CONF_TAKE1, ngx_conf_set_num_slot, LOC, off!(buffer_length), NOPOST),
-    cmd(ngx_string!("push_max_message_buffer_length"), ANY | NGX_CONF_TAKE1, ngx_conf_set_num_slot, LOC, off!(buffer_length), NOPOST),
-    cmd(ngx_string!("push_min_message_buffer_length"), ANY | NGX_CONF_TAKE1, set_ignored_num, LOC, off!(min_buffer_length), NOPOST),
-    cmd(ngx_string!("push_channel_group"), SRV_LOC | NGX_CONF_TAKE1, ngx_http_set_complex_value_slot, LOC, off!(group), NOPOST),
-    cmd(ngx_string!("push_buffer_size"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_buffer_size, NGX_HTTP_MAIN_CONF_OFFSET, 0, NOPOST),
-    cmd(ngx_string!("push_max_reserved_memory"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_buffer_size, NGX_HTTP_MAIN_CONF_OFFSET, 0, NOPOST),
-    cmd(ngx_string!("push_listener_timeout"), ANY | NGX_CONF_TAKE1, ngx_conf_set_msec_slot, LOC, off!(listener_timeout), NOPOST),
-    cmd(ngx_string!("push_subscriber_timeout"), ANY | NGX_CONF_TAKE1, ngx_conf_set_msec_slot, LOC, off!(listener_timeout), NOPOST),
-    cmd(ngx_string!("push_authorized_channels_only"), ANY | NGX_CONF_FLAG, ngx_conf_set_flag_slot, LOC, off!(authorized_only), NOPOST),
-    cmd(ngx_string!("push_max_channel_id_length"), ANY | NGX_CONF_TAKE1, ngx_conf_set_num_slot, LOC, off!(max_id_length), NOPOST),
-    cmd(ngx_string!("push_max_channel_subscribers"), ANY | NGX_CONF_TAKE1, ngx_conf_set_num_slot, LOC, off!(max_subscribers), NOPOST),
-    cmd(ngx_string!("push_channel_timeout"), ANY | NGX_CONF_TAKE1, ngx_conf_set_sec_slot, LOC, off!(channel_timeout), NOPOST),
-    cmd(ngx_string!("push_allow_origin"), ANY | NGX_CONF_TAKE1, ngx_http_set_complex_value_slot, LOC, off!(allow_origin), NOPOST),
+    cmd(
+        ngx_string!("push_sender"),
+        SRV_LOC | NGX_CONF_NOARGS,
+        set_role,
+        LOC,
+        0,
+        ROLE_SENDER_POST,
+    ),
+    cmd(
+        ngx_string!("push_publisher"),
+        SRV_LOC | NGX_CONF_NOARGS,
+        set_role,
+        LOC,
+        0,
+        ROLE_SENDER_POST,
+    ),
+    cmd(
+        ngx_string!("push_listener"),
+        SRV_LOC | NGX_CONF_NOARGS | NGX_CONF_TAKE1,
+        set_role,
+        LOC,
+        0,
+        ROLE_LISTENER_POST,
+    ),
+    cmd(
+        ngx_string!("push_subscriber"),
+        SRV_LOC | NGX_CONF_NOARGS | NGX_CONF_TAKE1,
+        set_role,
+        LOC,
+        0,
+        ROLE_LISTENER_POST,
+    ),
+    cmd(
+        ngx_string!("push_listener_concurrency"),
+        ANY | NGX_CONF_TAKE1,
+        set_concurrency,
+        LOC,
+        0,
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_subscriber_concurrency"),
+        ANY | NGX_CONF_TAKE1,
+        set_concurrency,
+        LOC,
+        0,
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_queue_messages"),
+        ANY | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        LOC,
+        off!(queue),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_store_messages"),
+        ANY | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        LOC,
+        off!(queue),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_message_timeout"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_conf_set_sec_slot,
+        LOC,
+        off!(message_timeout),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_message_buffer_length"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_conf_set_num_slot,
+        LOC,
+        off!(buffer_length),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_max_message_buffer_length"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_conf_set_num_slot,
+        LOC,
+        off!(buffer_length),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_min_message_buffer_length"),
+        ANY | NGX_CONF_TAKE1,
+        set_ignored_num,
+        LOC,
+        off!(min_buffer_length),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_channel_group"),
+        SRV_LOC | NGX_CONF_TAKE1,
+        ngx_http_set_complex_value_slot,
+        LOC,
+        off!(group),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_buffer_size"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        set_buffer_size,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_max_reserved_memory"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        set_buffer_size,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_listener_timeout"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        LOC,
+        off!(listener_timeout),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_subscriber_timeout"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        LOC,
+        off!(listener_timeout),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_authorized_channels_only"),
+        ANY | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        LOC,
+        off!(authorized_only),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_max_channel_id_length"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_conf_set_num_slot,
+        LOC,
+        off!(max_id_length),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_max_channel_subscribers"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_conf_set_num_slot,
+        LOC,
+        off!(max_subscribers),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_channel_timeout"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_conf_set_sec_slot,
+        LOC,
+        off!(channel_timeout),
+        NOPOST,
+    ),
+    cmd(
+        ngx_string!("push_allow_origin"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_http_set_complex_value_slot,
+        LOC,
+        off!(allow_origin),
+        NOPOST,
+    ),
     ngx_command_t::empty(),
     ngx_command_t::empty(),
     ngx_command_t::empty(),
@@ -363,10 +548,9 @@ static mut VAR_NAMES: [ngx_str_t; 2] = [ngx_string!("push_id"), ngx_string!("pus
 /// Declare `$push_id` and its alias `$push_channel_id` so that `set` can
 /// assign them; the module reads them back by index.
 pub unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    for i in 0..2 {
+    for name in [&raw mut VAR_NAMES[0], &raw mut VAR_NAMES[1]] {
         // SAFETY: VAR_NAMES is only touched here, single-threaded, during
-        // configuration; ngx_http_add_variable copies nothing we free.
-        let name = &raw mut VAR_NAMES[i];
+        // configuration; nginx keeps the pointer, which is static.
         let v = ngx_http_add_variable(cf, name, NGX_HTTP_VAR_CHANGEABLE as ngx_uint_t);
         if v.is_null() {
             return NGX_ERROR as ngx_int_t;
@@ -392,7 +576,9 @@ pub unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     let mcf = &mut *main_conf(cf);
     mcf.var_push_id = ngx_http_get_variable_index(cf, &raw mut VAR_NAMES[0]);
     mcf.var_push_channel_id = ngx_http_get_variable_index(cf, &raw mut VAR_NAMES[1]);
-    if mcf.var_push_id == NGX_ERROR as ngx_int_t || mcf.var_push_channel_id == NGX_ERROR as ngx_int_t {
+    if mcf.var_push_id == NGX_ERROR as ngx_int_t
+        || mcf.var_push_channel_id == NGX_ERROR as ngx_int_t
+    {
         return NGX_ERROR as ngx_int_t;
     }
     if mcf.used {

@@ -60,12 +60,22 @@ unsafe fn variable<'a>(r: *mut ngx_http_request_t, index: ngx_int_t) -> Option<&
 ///
 /// # Safety
 /// `r` is a live request, `cv` a compiled complex value.
-unsafe fn complex<'a>(r: *mut ngx_http_request_t, cv: *mut ngx_http_complex_value_t) -> Option<&'a [u8]> {
-    let mut s = ngx_str_t { len: 0, data: ptr::null_mut() };
+unsafe fn complex<'a>(
+    r: *mut ngx_http_request_t,
+    cv: *mut ngx_http_complex_value_t,
+) -> Option<&'a [u8]> {
+    let mut s = ngx_str_t {
+        len: 0,
+        data: ptr::null_mut(),
+    };
     if ngx_http_complex_value(r, cv, &mut s) != NGX_OK as ngx_int_t {
         return None;
     }
-    Some(if s.len == 0 { &[] } else { core::slice::from_raw_parts(s.data, s.len) })
+    Some(if s.len == 0 {
+        &[]
+    } else {
+        core::slice::from_raw_parts(s.data, s.len)
+    })
 }
 
 /// `$push_id` (or `$push_channel_id`), prefixed by `push_channel_group`.
@@ -160,7 +170,13 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
     if method != METHOD_GET && method != METHOD_HEAD {
         let _ = discard_body(r);
         log_error(r, "method not allowed on a push_listener location");
-        return listener_status(r, origin, NGX_HTTP_NOT_ALLOWED, "405 Method Not Allowed\n", &[("Allow", LISTENER_ALLOW)]);
+        return listener_status(
+            r,
+            origin,
+            NGX_HTTP_NOT_ALLOWED,
+            "405 Method Not Allowed\n",
+            &[("Allow", LISTENER_ALLOW)],
+        );
     }
     if let Err(rc) = discard_body(r) {
         return rc;
@@ -183,7 +199,13 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
         Message(std::rc::Rc<Delivery>),
         NotModified,
         Status(u32, &'static str),
-        Hold { seq: u64, serial: u64, hash: u64, evicted: Vec<(u64, Answer)>, wake: Vec<Wake> },
+        Hold {
+            seq: u64,
+            serial: u64,
+            hash: u64,
+            evicted: Vec<(u64, Answer)>,
+            wake: Vec<Wake>,
+        },
         Full,
     }
     let decided = worker::with(|w| {
@@ -191,11 +213,21 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
         let lock = w.zone.lock();
         let now = worker::now();
         match lock.store.listen(&id, &cursor, &rules, now, me) {
-            Ok(Listen::Message(m)) => Now::Message(Delivery::new(&m.content_type, m.body.to_vec(), m.id)),
+            Ok(Listen::Message(m)) => {
+                Now::Message(Delivery::new(&m.content_type, m.body.to_vec(), m.id))
+            }
             Ok(Listen::NotModified) => Now::NotModified,
-            Ok(Listen::Forbidden) => Now::Status(NGX_HTTP_FORBIDDEN, "403 Forbidden: no listener allowed on this channel.\n"),
+            Ok(Listen::Forbidden) => Now::Status(
+                NGX_HTTP_FORBIDDEN,
+                "403 Forbidden: no listener allowed on this channel.\n",
+            ),
             Ok(Listen::Conflict) => Now::Status(NGX_HTTP_CONFLICT, CONFLICT),
-            Ok(Listen::Hold { seq, hash, serial, evict_older }) => {
+            Ok(Listen::Hold {
+                seq,
+                hash,
+                serial,
+                evict_older,
+            }) => {
                 let mut evicted = Vec::new();
                 if evict_older {
                     let mut seqs = Vec::new();
@@ -206,7 +238,13 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
                     evicted.extend(seqs.into_iter().map(|s| (s, Answer::Status(409, CONFLICT))));
                 }
                 let wake = lock.store.to_wake(me).collect();
-                Now::Hold { seq, serial, hash, evicted, wake }
+                Now::Hold {
+                    seq,
+                    serial,
+                    hash,
+                    evicted,
+                    wake,
+                }
             }
             Err(NoMemory) => Now::Full,
         }
@@ -223,14 +261,23 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
             log_error(r, "push_buffer_size zone is full, listener refused");
             listener_status(r, origin, NGX_HTTP_INSUFFICIENT_STORAGE, ZONE_FULL, &[])
         }
-        Now::Hold { seq, serial, hash, evicted, wake } => {
+        Now::Hold {
+            seq,
+            serial,
+            hash,
+            evicted,
+            wake,
+        } => {
             let parked = worker::park(r, seq, serial, hash, cursor, origin, lcf.listener_timeout);
             worker::wake_others(&wake);
             worker::deliver(evicted);
             if parked.is_err() {
                 worker::with(|w| {
                     if w.registry.remove(serial, seq).is_some() {
-                        w.zone.lock().store.unlisten(hash, serial, w.me, 1, worker::now());
+                        w.zone
+                            .lock()
+                            .store
+                            .unlisten(hash, serial, w.me, 1, worker::now());
                     }
                 });
                 return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
@@ -263,7 +310,10 @@ unsafe fn listener_options(r: *mut ngx_http_request_t) -> ngx_int_t {
         extra.push(("Access-Control-Allow-Origin", o));
         extra.push(("Access-Control-Expose-Headers", b"Etag, Last-Modified"));
         extra.push(("Access-Control-Allow-Methods", LISTENER_ALLOW));
-        extra.push(("Access-Control-Allow-Headers", b"If-None-Match, If-Modified-Since, Origin"));
+        extra.push((
+            "Access-Control-Allow-Headers",
+            b"If-None-Match, If-Modified-Since, Origin",
+        ));
     }
     answer::body(r, NGX_HTTP_OK, "text/plain", b"", &extra)
 }
@@ -291,10 +341,23 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         }
         return answer::body(r, NGX_HTTP_OK, "text/plain", b"", &extra);
     }
-    if ![METHOD_GET, METHOD_HEAD, METHOD_POST, METHOD_PUT, METHOD_DELETE].contains(&method) {
+    if ![
+        METHOD_GET,
+        METHOD_HEAD,
+        METHOD_POST,
+        METHOD_PUT,
+        METHOD_DELETE,
+    ]
+    .contains(&method)
+    {
         discard_body(r).ok();
         log_error(r, "method not allowed on a push_sender location");
-        return answer::status(r, NGX_HTTP_NOT_ALLOWED, "405 Method Not Allowed\n", &[("Allow", SENDER_ALLOW)]);
+        return answer::status(
+            r,
+            NGX_HTTP_NOT_ALLOWED,
+            "405 Method Not Allowed\n",
+            &[("Allow", SENDER_ALLOW)],
+        );
     }
     if let Err(reason) = channel_id(r) {
         discard_body(r).ok();
@@ -327,7 +390,10 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         let mut lock = w.zone.lock();
         worker::take_inbox(&mut lock, &mut w.registry, w.me, &mut earlier);
         match method {
-            METHOD_PUT => match lock.store.touch(&id, now, lcf.channel_timeout.max(0) as u64) {
+            METHOD_PUT => match lock
+                .store
+                .touch(&id, now, lcf.channel_timeout.max(0) as u64)
+            {
                 Ok(i) => Did::Info(i),
                 Err(NoMemory) => Did::Full,
             },
@@ -335,7 +401,10 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
                 Some((info, _hash, serial)) => {
                     let mut seqs = Vec::new();
                     w.registry.take_all(serial, &mut seqs);
-                    let answers = seqs.into_iter().map(|s| (s, Answer::Status(410, GONE))).collect();
+                    let answers = seqs
+                        .into_iter()
+                        .map(|s| (s, Answer::Status(410, GONE)))
+                        .collect();
                     Did::Deleted(info, answers, lock.store.to_wake(w.me).collect())
                 }
                 None => Did::NotFound,
@@ -357,7 +426,12 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             worker::deliver(answers);
             send_info(r, NGX_HTTP_OK, &info)
         }
-        Did::NotFound => answer::status(r, NGX_HTTP_NOT_FOUND, "404 Not Found: no such channel.\n", &[]),
+        Did::NotFound => answer::status(
+            r,
+            NGX_HTTP_NOT_FOUND,
+            "404 Not Found: no such channel.\n",
+            &[],
+        ),
         Did::Full => {
             log_error(r, "push_buffer_size zone is full, channel not created");
             answer::status(r, NGX_HTTP_INSUFFICIENT_STORAGE, ZONE_FULL, &[])
@@ -365,7 +439,11 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     }
 }
 
-unsafe fn send_info(r: *mut ngx_http_request_t, status: u32, info: &crate::store::ChannelInfo) -> ngx_int_t {
+unsafe fn send_info(
+    r: *mut ngx_http_request_t,
+    status: u32,
+    info: &crate::store::ChannelInfo,
+) -> ngx_int_t {
     let fmt = InfoFormat::from_accept(header_in(r, b"Accept"));
     let body = render(info, fmt);
     answer::body(r, status, fmt.content_type(), &body, &[])
@@ -416,7 +494,9 @@ unsafe fn publish(r: *mut ngx_http_request_t) -> ngx_int_t {
         log_error(r, "cannot read the request body");
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let content_type = elt_value((*r).headers_in.content_type).unwrap_or(b"").to_vec();
+    let content_type = elt_value((*r).headers_in.content_type)
+        .unwrap_or(b"")
+        .to_vec();
     if answer::is_message_http(&content_type) {
         if let Err(e) = msghttp::parse(&body) {
             log_error(r, e.reason());
@@ -443,9 +523,12 @@ unsafe fn publish(r: *mut ngx_http_request_t) -> ngx_int_t {
         let p = Publish { worker: w.me, ..p };
         let published = lock.store.publish(&id, &p)?;
         let mut seqs = Vec::new();
-        let n = w.registry.take_admitted(published.serial, published.id, published.upto, &mut seqs);
+        let n = w
+            .registry
+            .take_admitted(published.serial, published.id, published.upto, &mut seqs);
         if n > 0 {
-            lock.store.unlisten(published.hash, published.serial, w.me, n, now);
+            lock.store
+                .unlisten(published.hash, published.serial, w.me, n, now);
         }
         let info = lock.store.info(&id, now);
         let wake: Vec<Wake> = lock.store.to_wake(w.me).collect();
@@ -465,9 +548,17 @@ unsafe fn publish(r: *mut ngx_http_request_t) -> ngx_int_t {
     worker::deliver(earlier);
     if !seqs.is_empty() {
         let d = Delivery::new(&content_type, body, published.id);
-        worker::deliver(seqs.into_iter().map(|s| (s, Answer::Message(d.clone()))).collect());
+        worker::deliver(
+            seqs.into_iter()
+                .map(|s| (s, Answer::Message(d.clone())))
+                .collect(),
+        );
     }
-    let status = if published.held > 0 { NGX_HTTP_CREATED } else { NGX_HTTP_ACCEPTED };
+    let status = if published.held > 0 {
+        NGX_HTTP_CREATED
+    } else {
+        NGX_HTTP_ACCEPTED
+    };
     match info {
         Some(info) => send_info(r, status, &info),
         None => answer::status(r, status, "", &[]),

@@ -35,6 +35,10 @@ impl Registry {
         self.count
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     pub fn hold(&mut self, hash: u64, serial: u64, held: Held) {
         let ch = self.channels.entry(serial).or_insert_with(|| LocalChannel {
             hash,
@@ -84,7 +88,12 @@ impl Registry {
         self.channels.iter().map(|(s, c)| (*s, c.hash)).collect()
     }
 
-    fn take_where(&mut self, serial: u64, out: &mut Vec<Seq>, mut pick: impl FnMut(&Held) -> bool) -> u32 {
+    fn take_where(
+        &mut self,
+        serial: u64,
+        out: &mut Vec<Seq>,
+        mut pick: impl FnMut(&Held) -> bool,
+    ) -> u32 {
         let Some(ch) = self.channels.get_mut(&serial) else {
             return 0;
         };

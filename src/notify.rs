@@ -67,7 +67,8 @@ impl Waker {
     ) -> Option<Waker> {
         let fd = socket(
             AF_UNIX as c_int,
-            (__socket_type_SOCK_DGRAM | __socket_type_SOCK_NONBLOCK | __socket_type_SOCK_CLOEXEC) as c_int,
+            (__socket_type_SOCK_DGRAM | __socket_type_SOCK_NONBLOCK | __socket_type_SOCK_CLOEXEC)
+                as c_int,
             0,
         );
         if fd < 0 {
@@ -106,7 +107,12 @@ impl Waker {
     pub unsafe fn drain(&self) {
         let mut buf = [0u8; 64];
         loop {
-            let n = recv((*self.conn).fd, buf.as_mut_ptr() as *mut c_void, buf.len(), 0);
+            let n = recv(
+                (*self.conn).fd,
+                buf.as_mut_ptr() as *mut c_void,
+                buf.len(),
+                0,
+            );
             if n <= 0 {
                 break;
             }

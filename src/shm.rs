@@ -108,7 +108,12 @@ static mut ZONE_NAME: ngx_str_t = ngx_string!("ngx_http_push_module");
 pub unsafe fn add_zone(cf: *mut ngx_conf_t, size: usize) -> Option<*mut ngx_shm_zone_t> {
     // SAFETY: ZONE_NAME is only read by nginx (it copies nothing but the
     // pointer, which is static).
-    let z = ngx_shared_memory_add(cf, &raw mut ZONE_NAME, size, crate::module_ptr() as *mut c_void);
+    let z = ngx_shared_memory_add(
+        cf,
+        &raw mut ZONE_NAME,
+        size,
+        crate::module_ptr() as *mut c_void,
+    );
     if z.is_null() {
         return None;
     }
@@ -150,7 +155,14 @@ unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_void) 
     let k1 = h.finish();
     ngx_shmtx_lock(&raw mut (*pool).mutex);
     let root = Store::new(alloc, [k0, k1]).ok().and_then(|store| {
-        ngx::allocator::allocate(Root { magic: MAGIC, store }, &alloc).ok()
+        ngx::allocator::allocate(
+            Root {
+                magic: MAGIC,
+                store,
+            },
+            &alloc,
+        )
+        .ok()
     });
     ngx_shmtx_unlock(&raw mut (*pool).mutex);
     let Some(root) = root else {
@@ -160,4 +172,3 @@ unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_void) 
     (*shm_zone).data = root.as_ptr() as *mut c_void;
     NGX_OK as ngx_int_t
 }
-

@@ -801,7 +801,12 @@ impl<A: Allocator + Clone> Store<A> {
     }
 
     /// `PUT`: create the channel (as a sender) without a message.
-    pub fn touch(&mut self, id: &[u8], now: u64, channel_timeout: u64) -> Result<ChannelInfo, NoMemory> {
+    pub fn touch(
+        &mut self,
+        id: &[u8],
+        now: u64,
+        channel_timeout: u64,
+    ) -> Result<ChannelInfo, NoMemory> {
         if self.find(id).is_none() {
             self.create(id, now)?;
         }
@@ -922,7 +927,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn cursor_walks_same_second_messages_in_order() {
         let mut s = store();
@@ -933,7 +937,19 @@ mod tests {
         let mut cur = Cursor::default();
         let mut seen = vec![];
         loop {
-            match s.listen(b"ch", &cur, &ListenRules { hold: false, ..HOLD_LAST }, 100, w).unwrap() {
+            match s
+                .listen(
+                    b"ch",
+                    &cur,
+                    &ListenRules {
+                        hold: false,
+                        ..HOLD_LAST
+                    },
+                    100,
+                    w,
+                )
+                .unwrap()
+            {
                 Listen::Message(m) => {
                     seen.push(m.body.to_vec());
                     cur = Cursor {
@@ -946,7 +962,10 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
-        assert_eq!(s.find(b"ch").unwrap().last_id(), Some(MsgId { time: 100, tag: 2 }));
+        assert_eq!(
+            s.find(b"ch").unwrap().last_id(),
+            Some(MsgId { time: 100, tag: 2 })
+        );
     }
 
     #[test]
@@ -959,7 +978,10 @@ mod tests {
             s.publish(b"ch", &p).unwrap();
         }
         assert_eq!(s.find(b"ch").unwrap().stored_len(), 3);
-        let got = body_of(s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 200, w).unwrap());
+        let got = body_of(
+            s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 200, w)
+                .unwrap(),
+        );
         assert_eq!(got, vec![2]);
     }
 
@@ -971,11 +993,13 @@ mod tests {
         p.message_timeout = 5;
         s.publish(b"ch", &p).unwrap();
         assert!(matches!(
-            s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 104, w).unwrap(),
+            s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 104, w)
+                .unwrap(),
             Listen::Message(_)
         ));
         assert!(matches!(
-            s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 105, w).unwrap(),
+            s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 105, w)
+                .unwrap(),
             Listen::Hold { .. }
         ));
         assert_eq!(s.find(b"ch").unwrap().stored_len(), 0);
@@ -1000,7 +1024,10 @@ mod tests {
         let w = s.register_worker(1, 1).unwrap();
         for i in 0..1000u32 {
             let id = i.to_string();
-            match s.listen(id.as_bytes(), &Cursor::default(), &HOLD_LAST, 1, w).unwrap() {
+            match s
+                .listen(id.as_bytes(), &Cursor::default(), &HOLD_LAST, 1, w)
+                .unwrap()
+            {
                 Listen::Hold { hash, serial, .. } => s.unlisten(hash, serial, w, 1, 1),
                 other => panic!("{other:?}"),
             }
@@ -1013,22 +1040,35 @@ mod tests {
         let mut s = store();
         let a = s.register_worker(1, 1).unwrap();
         let b = s.register_worker(2, 2).unwrap();
-        let first = match s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 1, a).unwrap() {
-            Listen::Hold { seq, evict_older, .. } => {
+        let first = match s
+            .listen(b"ch", &Cursor::default(), &HOLD_LAST, 1, a)
+            .unwrap()
+        {
+            Listen::Hold {
+                seq, evict_older, ..
+            } => {
                 assert!(!evict_older);
                 seq
             }
             other => panic!("{other:?}"),
         };
-        let second = match s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 1, b).unwrap() {
-            Listen::Hold { seq, evict_older, .. } => {
+        let second = match s
+            .listen(b"ch", &Cursor::default(), &HOLD_LAST, 1, b)
+            .unwrap()
+        {
+            Listen::Hold {
+                seq, evict_older, ..
+            } => {
                 assert!(evict_older);
                 seq
             }
             other => panic!("{other:?}"),
         };
         assert!(second > first);
-        assert_eq!(s.to_wake(b).map(|w| w.id).collect::<std::vec::Vec<_>>(), vec![a]);
+        assert_eq!(
+            s.to_wake(b).map(|w| w.id).collect::<std::vec::Vec<_>>(),
+            vec![a]
+        );
         let mut events = vec![];
         s.drain_inbox(a, |e, _| {
             events.push(e.kind);
@@ -1042,7 +1082,8 @@ mod tests {
             ..HOLD_LAST
         };
         assert!(matches!(
-            s.listen(b"ch", &Cursor::default(), &first_rules, 1, a).unwrap(),
+            s.listen(b"ch", &Cursor::default(), &first_rules, 1, a)
+                .unwrap(),
             Listen::Conflict
         ));
     }
@@ -1080,7 +1121,8 @@ mod tests {
         let mut s = store();
         let a = s.register_worker(1, 1).unwrap();
         let b = s.register_worker(2, 2).unwrap();
-        s.listen(b"gone", &Cursor::default(), &HOLD_LAST, 1, b).unwrap();
+        s.listen(b"gone", &Cursor::default(), &HOLD_LAST, 1, b)
+            .unwrap();
         s.touch(b"gone", 1, 60).unwrap();
         assert!(s.delete(b"gone", 1, a).is_some());
         let mut kinds = vec![];
@@ -1091,10 +1133,14 @@ mod tests {
         assert_eq!(kinds, vec![EventKind::Deleted]);
         assert!(s.find(b"gone").is_none());
 
-        s.listen(b"kept", &Cursor::default(), &HOLD_LAST, 1, b).unwrap();
+        s.listen(b"kept", &Cursor::default(), &HOLD_LAST, 1, b)
+            .unwrap();
         s.publish(b"other", &pubopts(b"x", 1, a)).unwrap();
         s.unregister_worker(b, 1);
-        assert!(s.find(b"kept").is_none(), "a dead worker's listener-only channel is freed");
+        assert!(
+            s.find(b"kept").is_none(),
+            "a dead worker's listener-only channel is freed"
+        );
         assert_eq!(s.workers().count(), 1);
     }
 
@@ -1117,7 +1163,10 @@ mod tests {
         let c = s.find(b"ch").unwrap();
         assert_eq!(c.stored_len(), ok);
         // The oldest is still intact, other channels still work once room exists.
-        let first = body_of(s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 1, w).unwrap());
+        let first = body_of(
+            s.listen(b"ch", &Cursor::default(), &HOLD_LAST, 1, w)
+                .unwrap(),
+        );
         assert_eq!(first, big);
         let mut p = pubopts(b"tiny", 1, w);
         p.buffer_length = 1;
@@ -1145,7 +1194,8 @@ mod tests {
         let mut s = store();
         let w = s.register_worker(1, 1).unwrap();
         for i in 0..500u32 {
-            s.publish(format!("c{i}").as_bytes(), &pubopts(&i.to_le_bytes(), 1, w)).unwrap();
+            s.publish(format!("c{i}").as_bytes(), &pubopts(&i.to_le_bytes(), 1, w))
+                .unwrap();
         }
         assert!(s.buckets.len() >= 512);
         for i in 0..500u32 {
@@ -1165,15 +1215,30 @@ mod tests {
             max_subscribers: 2,
             ..HOLD_LAST
         };
-        assert!(matches!(s.listen(b"c", &Cursor::default(), &rules, 1, a).unwrap(), Listen::Hold { .. }));
-        assert!(matches!(s.listen(b"c", &Cursor::default(), &rules, 1, b).unwrap(), Listen::Hold { .. }));
-        assert!(matches!(s.listen(b"c", &Cursor::default(), &rules, 1, a).unwrap(), Listen::Forbidden));
+        assert!(matches!(
+            s.listen(b"c", &Cursor::default(), &rules, 1, a).unwrap(),
+            Listen::Hold { .. }
+        ));
+        assert!(matches!(
+            s.listen(b"c", &Cursor::default(), &rules, 1, b).unwrap(),
+            Listen::Hold { .. }
+        ));
+        assert!(matches!(
+            s.listen(b"c", &Cursor::default(), &rules, 1, a).unwrap(),
+            Listen::Forbidden
+        ));
         let last = ListenRules {
             concurrency: Concurrency::Last,
             max_subscribers: 1,
             ..HOLD_LAST
         };
-        assert!(matches!(s.listen(b"d", &Cursor::default(), &last, 1, a).unwrap(), Listen::Hold { .. }));
-        assert!(matches!(s.listen(b"d", &Cursor::default(), &last, 1, b).unwrap(), Listen::Hold { .. }));
+        assert!(matches!(
+            s.listen(b"d", &Cursor::default(), &last, 1, a).unwrap(),
+            Listen::Hold { .. }
+        ));
+        assert!(matches!(
+            s.listen(b"d", &Cursor::default(), &last, 1, b).unwrap(),
+            Listen::Hold { .. }
+        ));
     }
 }

@@ -103,7 +103,11 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, shm_zone: *mut ngx_shm_zone_t) -> n
         lock.store.register_worker(pid, nonce)
     };
     let Ok(me) = me else {
-        ngx::ngx_log_error!(NGX_LOG_EMERG, log, "push: push_buffer_size is too small to register a worker");
+        ngx::ngx_log_error!(
+            NGX_LOG_EMERG,
+            log,
+            "push: push_buffer_size is too small to register a worker"
+        );
         return NGX_ERROR as ngx_int_t;
     };
     let mut sweep: Box<ngx_event_t> = Box::new(core::mem::zeroed());
@@ -172,7 +176,9 @@ pub fn release_all() {
         for &(serial, hash, _) in &all {
             lock.store.unlisten(hash, serial, w.me, 1, now);
         }
-        all.into_iter().map(|(_, _, seq)| (seq, Answer::NotModified)).collect::<Vec<_>>()
+        all.into_iter()
+            .map(|(_, _, seq)| (seq, Answer::NotModified))
+            .collect::<Vec<_>>()
     });
     deliver(answers.unwrap_or_default());
 }
@@ -191,7 +197,12 @@ pub fn process_inbox() {
 /// Under the lock: turn this worker's queued events into answers. Also run
 /// before this worker publishes or deletes, so that its own listeners get
 /// older messages, queued by other workers, before newer ones.
-pub fn take_inbox(lock: &mut Locked<'_>, registry: &mut Registry, me: WorkerId, answers: &mut Vec<(Seq, Answer)>) {
+pub fn take_inbox(
+    lock: &mut Locked<'_>,
+    registry: &mut Registry,
+    me: WorkerId,
+    answers: &mut Vec<(Seq, Answer)>,
+) {
     let mut seqs = Vec::new();
     let mut lost = Vec::new();
     let resync = lock.store.drain_inbox(me, |e, m| {
@@ -337,7 +348,10 @@ pub unsafe fn park(
     (*ctx).hash = hash;
     if let Some(o) = origin {
         (*ctx).has_origin = true;
-        (*ctx).origin = ngx_str_t { len: o.len(), data: o.as_ptr() as *mut u8 };
+        (*ctx).origin = ngx_str_t {
+            len: o.len(),
+            data: o.as_ptr() as *mut u8,
+        };
     }
     (*cln).handler = Some(held_cleanup);
     (*cln).data = ctx as *mut c_void;
@@ -373,7 +387,10 @@ unsafe extern "C" fn held_cleanup(data: *mut c_void) {
     with(|w| {
         w.live.remove(&ctx.seq);
         if w.registry.remove(ctx.serial, ctx.seq).is_some() {
-            w.zone.lock().store.unlisten(ctx.hash, ctx.serial, w.me, 1, now());
+            w.zone
+                .lock()
+                .store
+                .unlisten(ctx.hash, ctx.serial, w.me, 1, now());
         }
     });
 }

@@ -18,7 +18,10 @@ fn cross_worker_delivery_is_prompt() {
     let mut sender = ngx.sender();
     let sender_pid = sender.worker_pid();
     let (mut listener, listener_pid) = ngx.connection_not_in(ngx.listener_port, sender_pid);
-    assert_ne!(listener_pid, sender_pid, "listener and sender in different workers");
+    assert_ne!(
+        listener_pid, sender_pid,
+        "listener and sender in different workers"
+    );
     let mut cursor = Cursor::default();
     let mut samples = Vec::new();
     for i in 0..100 {
@@ -30,9 +33,17 @@ fn cross_worker_delivery_is_prompt() {
         let m = listener.recv(PROMPT);
         let dt = t0.elapsed();
         assert_eq!(p.status, 201, "try {i}: the listener was held");
-        assert_eq!(p.worker(), Some(sender_pid), "try {i}: POST handled by the sender's worker");
+        assert_eq!(
+            p.worker(),
+            Some(sender_pid),
+            "try {i}: POST handled by the sender's worker"
+        );
         assert_eq!(m.body, body.as_bytes(), "try {i}");
-        assert_eq!(m.worker(), Some(listener_pid), "try {i}: answered by the listener's worker");
+        assert_eq!(
+            m.worker(),
+            Some(listener_pid),
+            "try {i}: answered by the listener's worker"
+        );
         cursor = m.cursor();
         samples.push(dt);
     }

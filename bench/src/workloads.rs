@@ -1,0 +1,757 @@
+//! The workloads. Each returns named figures or the reason it failed, and
+//! each is bounded by a deadline: a relay that does not answer fails, it
+//! never hangs the run.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddrV4, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::net::{parse_response, ConnId, Event, Net, Response};
+use crate::server::{self_cpu_ns, Kind, Nginx};
+
+pub type Metrics = BTreeMap<&'static str, f64>;
+
+/// The `Last-Modified` and `Etag` of the last message a listener got.
+type Cursor = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+static RUN: AtomicUsize = AtomicUsize::new(0);
+
+fn epoch() -> Instant {
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+/// A channel id nobody used before in this run.
+fn fresh_id(what: &str) -> String {
+    format!(
+        "{what}-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `q`-quantile (0..=1) of sorted values, nearest rank.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s.sort_by(|a, b| a.total_cmp(b));
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
+}
+
+/// A message body of exactly `size` bytes (at least the text itself).
+fn body_of(text: &str, size: usize) -> Vec<u8> {
+    let mut b = text.as_bytes().to_vec();
+    if b.len() < size {
+        b.push(b' ');
+        b.resize(size, b'.');
+    }
+    b
+}
+
+fn get_request(path: &str, cursor: Option<&Cursor>) -> Vec<u8> {
+    let mut r = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n").into_bytes();
+    if let Some((lm, et)) = cursor {
+        if let Some(lm) = lm {
+            r.extend_from_slice(b"If-Modified-Since: ");
+            r.extend_from_slice(lm);
+            r.extend_from_slice(b"\r\n");
+        }
+        if let Some(et) = et {
+            r.extend_from_slice(b"If-None-Match: ");
+            r.extend_from_slice(et);
+            r.extend_from_slice(b"\r\n");
+        }
+    }
+    r.extend_from_slice(b"\r\n");
+    r
+}
+
+fn post_request(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+fn status_line(r: &Response) -> String {
+    let b = String::from_utf8_lossy(&r.body[..r.body.len().min(80)]).replace(['\r', '\n'], " ");
+    format!("{} {}", r.status, b.trim())
+}
+
+/// A blocking keep-alive connection for control requests (channel info,
+/// stub_status). Used only while nothing time-critical is measured.
+pub struct Ctl {
+    addr: SocketAddrV4,
+    s: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Ctl {
+    pub fn new(addr: SocketAddrV4) -> Ctl {
+        Ctl {
+            addr,
+            s: None,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn get(&mut self, path: &str) -> Result<Response, String> {
+        for attempt in 0..2 {
+            match self.try_get(path) {
+                Ok(r) => return Ok(r),
+                Err(e) if attempt == 1 => return Err(e),
+                Err(_) => self.s = None,
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_get(&mut self, path: &str) -> Result<Response, String> {
+        if self.s.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr.into(), Duration::from_secs(2))
+                .map_err(|e| format!("control connect: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+            s.set_nodelay(true).ok();
+            self.s = Some(s);
+            self.buf.clear();
+        }
+        let s = self.s.as_mut().expect("connected above");
+        s.write_all(&get_request(path, None))
+            .map_err(|e| format!("control write: {e}"))?;
+        let mut chunk = [0u8; 16384];
+        loop {
+            if let Some((r, used, close)) = parse_response(&self.buf)? {
+                self.buf.drain(..used);
+                if close {
+                    self.s = None;
+                }
+                return Ok(r);
+            }
+            let n = s
+                .read(&mut chunk)
+                .map_err(|e| format!("control read: {e}"))?;
+            if n == 0 {
+                self.s = None;
+                return Err("control connection closed".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Held listeners of a channel from the relay's channel info (the
+    /// number after "subscribers", in text or JSON); 0 for 404.
+    pub fn subscribers(&mut self, chan: &str) -> Result<usize, String> {
+        let r = self.get(&format!("/pub?id={chan}"))?;
+        if r.status == 404 {
+            return Ok(0);
+        }
+        if r.status != 200 {
+            return Err(format!("channel info: {}", status_line(&r)));
+        }
+        number_after(&r.body, b"subscribers")
+            .ok_or_else(|| format!("channel info without subscribers: {}", status_line(&r)))
+    }
+
+    /// "Writing" of stub_status: requests being processed (held ones too).
+    pub fn writing(&mut self) -> Result<usize, String> {
+        let r = self.get("/status")?;
+        number_after(&r.body, b"Writing:")
+            .ok_or_else(|| format!("stub_status: {}", status_line(&r)))
+    }
+}
+
+fn number_after(hay: &[u8], key: &[u8]) -> Option<usize> {
+    let p = hay.windows(key.len()).position(|w| w == key)? + key.len();
+    let rest = &hay[p..];
+    let s = rest.iter().position(|b| b.is_ascii_digit())?;
+    if rest[..s].iter().any(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    let e = rest[s..]
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .map_or(rest.len(), |e| s + e);
+    std::str::from_utf8(&rest[s..e]).ok()?.parse().ok()
+}
+
+struct Loop {
+    net: Net,
+    evs: Vec<Event>,
+    deadline: Instant,
+}
+
+impl Loop {
+    fn new(addr: SocketAddrV4, deadline: Instant) -> Result<Loop, String> {
+        Ok(Loop {
+            net: Net::new(addr).map_err(|e| format!("epoll: {e}"))?,
+            evs: Vec::with_capacity(4096),
+            deadline,
+        })
+    }
+
+    fn check_deadline(&self, what: impl FnOnce() -> String) -> Result<(), String> {
+        if Instant::now() > self.deadline {
+            return Err(format!("deadline passed: {}", what()));
+        }
+        Ok(())
+    }
+
+    /// Opens `n` connections, at most `window` handshakes at a time, and
+    /// calls `on_open` for each as it completes. Returns their ids (which
+    /// are consecutive).
+    fn open(
+        &mut self,
+        n: usize,
+        mut on_open: impl FnMut(&mut Net, ConnId),
+    ) -> Result<Vec<ConnId>, String> {
+        let mut ids = Vec::with_capacity(n);
+        let mut open = 0;
+        while open < n {
+            while ids.len() < n && self.net.connecting() < 256 {
+                ids.push(self.net.connect().map_err(|e| format!("connect: {e}"))?);
+            }
+            self.net.poll(5, &mut self.evs);
+            for ev in self.evs.drain(..) {
+                match ev {
+                    Event::Connected(id) => {
+                        open += 1;
+                        on_open(&mut self.net, id);
+                    }
+                    Event::Response(_, r) => {
+                        return Err(format!("answer before any message: {}", status_line(&r)))
+                    }
+                    Event::Closed(_, why) => return Err(format!("while connecting: {why}")),
+                }
+            }
+            self.check_deadline(|| format!("{open}/{n} connections open"))?;
+        }
+        Ok(ids)
+    }
+
+    /// Keeps the loop turning (no answer may arrive) until `ready()` says
+    /// yes; `ready` is asked every `every`.
+    fn wait_quiet(
+        &mut self,
+        every: Duration,
+        what: &str,
+        mut ready: impl FnMut() -> Result<bool, String>,
+    ) -> Result<(), String> {
+        let mut next = Instant::now();
+        loop {
+            if Instant::now() >= next {
+                if ready()? {
+                    return Ok(());
+                }
+                next = Instant::now() + every;
+            }
+            self.net.poll(2, &mut self.evs);
+            for ev in self.evs.drain(..) {
+                match ev {
+                    Event::Connected(_) => {}
+                    Event::Response(_, r) => {
+                        return Err(format!("{what}: unexpected answer {}", status_line(&r)))
+                    }
+                    Event::Closed(_, why) => return Err(format!("{what}: {why}")),
+                }
+            }
+            self.check_deadline(|| what.to_string())?;
+        }
+    }
+
+    /// Waits until `n` more requests than `base` are in progress (held)
+    /// by stub_status, then lets the servers settle for `settle`. The
+    /// relays' own channel info is not used: nchan's subscriber count can
+    /// lag behind (or stay short of) the truth when workers share a channel.
+    fn wait_held(
+        &mut self,
+        ctl: &mut Ctl,
+        base: usize,
+        n: usize,
+        settle: Duration,
+    ) -> Result<(), String> {
+        let mut seen = 0;
+        self.wait_quiet(
+            Duration::from_millis(5),
+            "waiting for held listeners",
+            || {
+                seen = ctl.writing()?;
+                Ok(seen >= base + n)
+            },
+        )
+        .map_err(|e| format!("{e} (stub_status Writing {seen}, want {})", base + n))?;
+        let until = Instant::now() + settle;
+        self.wait_quiet(Duration::from_millis(5), "settling", || {
+            Ok(Instant::now() >= until)
+        })
+    }
+}
+
+/// Fan-out: `n` listeners on one channel, `rounds` messages.
+pub fn fanout(
+    srv: &Nginx,
+    n: usize,
+    rounds: usize,
+    body_size: usize,
+    deadline: Instant,
+) -> Result<Metrics, String> {
+    let chan = fresh_id(&format!("fan{n}"));
+    let sub_path = format!("/sub?id={chan}");
+    let mut lp = Loop::new(srv.addr, deadline)?;
+    let mut ctl = Ctl::new(srv.addr);
+    let busy0 = ctl.writing()?;
+    let first = get_request(&sub_path, None);
+    let ids = lp.open(n, |net, id| {
+        net.send(id, &first);
+    })?;
+    debug_assert_eq!(ids.last().copied(), Some(n - 1));
+    let publisher = lp.open(1, |_, _| {})?[0];
+    lp.wait_held(&mut ctl, busy0, n, Duration::from_millis(300))?;
+
+    let mut cursors: Vec<Cursor> = vec![(None, None); n];
+    let mut got = vec![false; n];
+    let (mut firsts, mut alls) = (Vec::new(), Vec::new());
+    let mut lat_all: Vec<f64> = Vec::with_capacity(n * rounds);
+    let (mut server_ns, mut client_ns) = (0u64, 0u64);
+    let mut created = 0usize;
+    for round in 0..rounds {
+        let body = body_of(&format!("fan-out round {round} on {chan}"), body_size);
+        let post = post_request(&format!("/pub?id={chan}"), &body);
+        got.iter_mut().for_each(|g| *g = false);
+        let mut lat: Vec<f64> = Vec::with_capacity(n);
+        let cpu0 = srv.cpu_ns();
+        let cl0 = self_cpu_ns();
+        let t0 = Instant::now();
+        lp.net.send(publisher, &post);
+        let mut post_done = false;
+        while lat.len() < n || !post_done {
+            lp.net.poll(5, &mut lp.evs);
+            for ev in lp.evs.drain(..) {
+                match ev {
+                    Event::Response(id, r) if id == publisher => {
+                        if r.status != 201 && r.status != 202 {
+                            return Err(format!("publish answered {}", status_line(&r)));
+                        }
+                        created += (r.status == 201) as usize;
+                        post_done = true;
+                    }
+                    Event::Response(id, r) => {
+                        if r.status != 200 || r.body != body {
+                            return Err(format!(
+                                "round {round}: listener got {} instead of the message",
+                                status_line(&r)
+                            ));
+                        }
+                        if std::mem::replace(&mut got[id], true) {
+                            return Err(format!("round {round}: a listener got the message twice"));
+                        }
+                        lat.push(ms(r.at - t0));
+                        cursors[id] = (r.last_modified, r.etag);
+                        lp.net.send(id, &get_request(&sub_path, Some(&cursors[id])));
+                    }
+                    Event::Connected(_) => {}
+                    Event::Closed(_, why) => return Err(format!("round {round}: {why}")),
+                }
+            }
+            let k = lat.len();
+            lp.check_deadline(|| format!("round {round}: {k}/{n} delivered"))?;
+        }
+        // The round ends when every listener is held again.
+        lp.wait_held(&mut ctl, busy0, n, Duration::from_millis(20))?;
+        server_ns += srv.cpu_ns() - cpu0;
+        client_ns += self_cpu_ns() - cl0;
+        lat.sort_by(|a, b| a.total_cmp(b));
+        firsts.push(lat[0]);
+        alls.push(lat[n - 1]);
+        lat_all.extend_from_slice(&lat);
+    }
+    lat_all.sort_by(|a, b| a.total_cmp(b));
+    let deliveries = (n * rounds) as f64;
+    let mut m = Metrics::new();
+    m.insert("delivered_per_round", n as f64);
+    m.insert("first_ms", median(&firsts));
+    m.insert("p50_ms", quantile(&lat_all, 0.5));
+    m.insert("p99_ms", quantile(&lat_all, 0.99));
+    m.insert("all_ms", median(&alls));
+    m.insert(
+        "server_us_per_delivery",
+        server_ns as f64 / deliveries / 1e3,
+    );
+    m.insert(
+        "client_us_per_delivery",
+        client_ns as f64 / deliveries / 1e3,
+    );
+    m.insert("publish_201_share", created as f64 / rounds as f64);
+    Ok(m)
+}
+
+pub struct ThroughputSpec {
+    pub channels: usize,
+    pub per_channel: usize,
+    pub publishers: usize,
+    pub messages: usize,
+    /// Messages a channel may be ahead of its slowest listener (below the
+    /// relays' buffer length of 10, so a loss is the relay's, not an
+    /// overrun by the client).
+    pub window: usize,
+}
+
+/// Throughput: many channels, several listeners each, concurrent
+/// publishers; every listener checks order and completeness.
+pub fn throughput(
+    srv: &Nginx,
+    spec: &ThroughputSpec,
+    body_size: usize,
+    deadline: Instant,
+) -> Result<Metrics, String> {
+    let nchan = spec.channels;
+    let per_chan_msgs = spec.messages / nchan;
+    let nl = nchan * spec.per_channel;
+    let base = fresh_id("tp");
+    let chans: Vec<String> = (0..nchan).map(|c| format!("{base}-{c}")).collect();
+    let sub_paths: Vec<String> = chans.iter().map(|c| format!("/sub?id={c}")).collect();
+    let pub_paths: Vec<String> = chans.iter().map(|c| format!("/pub?id={c}")).collect();
+    let chan_of = |l: usize| l / spec.per_channel;
+
+    let mut lp = Loop::new(srv.addr, deadline)?;
+    let mut ctl = Ctl::new(srv.addr);
+    let busy0 = ctl.writing()?;
+    lp.open(nl, |net, id| {
+        net.send(id, &get_request(&sub_paths[chan_of(id)], None));
+    })?;
+    let pubs = lp.open(spec.publishers, |_, _| {})?;
+    lp.wait_held(&mut ctl, busy0, nl, Duration::from_millis(300))?;
+
+    // Per listener: next sequence number expected; per channel: next to send.
+    let mut expect = vec![0usize; nl];
+    let mut cursors: Vec<Cursor> = vec![(None, None); nl];
+    let mut next_seq = vec![0usize; nchan];
+    let mut pub_busy = vec![false; spec.publishers];
+    let mut pub_rr = vec![0usize; spec.publishers];
+    let owned: Vec<Vec<usize>> = (0..spec.publishers)
+        .map(|p| (0..nchan).filter(|c| c % spec.publishers == p).collect())
+        .collect();
+    let (mut missing, mut repeated, mut foreign) = (0usize, 0usize, 0usize);
+    let mut first_error = String::new();
+    let mut lat: Vec<f64> = Vec::with_capacity(nl * per_chan_msgs);
+    let mut published = 0usize;
+    let mut done_listeners = 0usize;
+    let (mut last_pub, mut last_del) = (Instant::now(), Instant::now());
+
+    let cpu0 = srv.cpu_ns();
+    let cl0 = self_cpu_ns();
+    let t0 = Instant::now();
+    let t0_ns = now_ns();
+    let slowest = |expect: &[usize], c: usize| -> usize {
+        (c * spec.per_channel..(c + 1) * spec.per_channel)
+            .map(|l| expect[l])
+            .min()
+            .unwrap_or(0)
+    };
+    loop {
+        // Give every idle publisher its next message.
+        for p in 0..spec.publishers {
+            if pub_busy[p] || !lp.net.is_open(pubs[p]) {
+                continue;
+            }
+            let own = &owned[p];
+            for k in 0..own.len() {
+                let c = own[(pub_rr[p] + k) % own.len()];
+                if next_seq[c] < per_chan_msgs && next_seq[c] < slowest(&expect, c) + spec.window {
+                    let body = body_of(
+                        &format!("c={c} s={} t={}", next_seq[c], now_ns() - t0_ns),
+                        body_size,
+                    );
+                    lp.net.send(pubs[p], &post_request(&pub_paths[c], &body));
+                    next_seq[c] += 1;
+                    pub_busy[p] = true;
+                    pub_rr[p] = (pub_rr[p] + k + 1) % own.len();
+                    break;
+                }
+            }
+        }
+        if done_listeners == nl && published == spec.messages {
+            break;
+        }
+        lp.net.poll(5, &mut lp.evs);
+        for ev in lp.evs.drain(..) {
+            match ev {
+                Event::Response(id, r) if id >= nl => {
+                    if r.status != 201 && r.status != 202 {
+                        return Err(format!("publish answered {}", status_line(&r)));
+                    }
+                    published += 1;
+                    last_pub = r.at;
+                    pub_busy[pubs.iter().position(|&p| p == id).unwrap_or(0)] = false;
+                }
+                Event::Response(id, r) => {
+                    if r.status != 200 {
+                        return Err(format!("listener got {}", status_line(&r)));
+                    }
+                    let c = chan_of(id);
+                    let (mc, ms_, mt) = parse_msg(&r.body);
+                    if mc != Some(c) {
+                        foreign += 1;
+                        if first_error.is_empty() {
+                            first_error = format!("listener of {c} got {:?}", mc);
+                        }
+                    } else if let (Some(s), Some(t)) = (ms_, mt) {
+                        let want = expect[id];
+                        if s == want {
+                            expect[id] = s + 1;
+                        } else if s > want {
+                            missing += s - want;
+                            expect[id] = s + 1;
+                            if first_error.is_empty() {
+                                first_error = format!("channel {c}: got {s}, expected {want}");
+                            }
+                        } else {
+                            repeated += 1;
+                            if first_error.is_empty() {
+                                first_error = format!("channel {c}: got {s} again");
+                            }
+                        }
+                        let sent = t0 + Duration::from_nanos(t);
+                        lat.push(ms(r.at.saturating_duration_since(sent)));
+                        last_del = r.at;
+                        if s + 1 == per_chan_msgs {
+                            done_listeners += 1;
+                            cursors[id] = (None, None);
+                            continue;
+                        }
+                    }
+                    cursors[id] = (r.last_modified, r.etag);
+                    lp.net
+                        .send(id, &get_request(&sub_paths[c], Some(&cursors[id])));
+                }
+                Event::Connected(_) => {}
+                Event::Closed(id, why) => {
+                    return Err(format!(
+                        "{} connection closed: {why}",
+                        if id >= nl { "publisher" } else { "listener" }
+                    ))
+                }
+            }
+        }
+        lp.check_deadline(|| {
+            format!(
+                "{published}/{} published, {done_listeners}/{nl} listeners complete",
+                spec.messages
+            )
+        })?;
+    }
+    let server_ns = srv.cpu_ns() - cpu0;
+    let client_ns = self_cpu_ns() - cl0;
+    let deliveries = lat.len() as f64;
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let mut m = Metrics::new();
+    m.insert(
+        "publishes_per_s",
+        published as f64 / (last_pub - t0).as_secs_f64(),
+    );
+    m.insert(
+        "deliveries_per_s",
+        deliveries / (last_del - t0).as_secs_f64(),
+    );
+    m.insert("lat_p50_ms", quantile(&lat, 0.5));
+    m.insert("lat_p99_ms", quantile(&lat, 0.99));
+    m.insert("deliveries", deliveries);
+    m.insert("missing", missing as f64);
+    m.insert("repeated", repeated as f64);
+    m.insert("foreign", foreign as f64);
+    m.insert(
+        "server_us_per_delivery",
+        server_ns as f64 / deliveries / 1e3,
+    );
+    m.insert(
+        "client_us_per_delivery",
+        client_ns as f64 / deliveries / 1e3,
+    );
+    if missing + repeated + foreign > 0 {
+        eprintln!("    throughput ordering errors: {first_error}");
+    }
+    Ok(m)
+}
+
+fn parse_msg(b: &[u8]) -> (Option<usize>, Option<usize>, Option<u64>) {
+    let s = std::str::from_utf8(b).unwrap_or("");
+    let (mut c, mut q, mut t) = (None, None, None);
+    for part in s.split(' ') {
+        if let Some(v) = part.strip_prefix("c=") {
+            c = v.parse().ok();
+        } else if let Some(v) = part.strip_prefix("s=") {
+            q = v.parse().ok();
+        } else if let Some(v) = part.strip_prefix("t=") {
+            t = v.parse().ok();
+        }
+    }
+    (c, q, t)
+}
+
+/// Idle memory: `n` held listeners over `channels` channels on a fresh
+/// server; growth of the instance's Pss (master + workers) per listener.
+pub fn idle_memory(
+    srv: &Nginx,
+    n: usize,
+    channels: usize,
+    settle: Duration,
+    deadline: Instant,
+) -> Result<Metrics, String> {
+    let base = fresh_id("idle");
+    let mut ctl = Ctl::new(srv.addr);
+    // Let the fresh workers finish starting, then touch the control path
+    // once so its first-use allocations are in the baseline.
+    std::thread::sleep(settle);
+    let w0 = ctl.writing()?;
+    if matches!(srv.kind, Kind::Ours(_) | Kind::Nchan) {
+        ctl.subscribers(&format!("{base}-warm"))?;
+    }
+    let (pss0, rss0) = srv.memory_kib();
+    let mut lp = Loop::new(srv.addr, deadline)?;
+    lp.open(n, |net, id| {
+        net.send(
+            id,
+            &get_request(&format!("/sub?id={base}-{}", id % channels), None),
+        );
+    })?;
+    let mut seen = 0;
+    lp.wait_quiet(
+        Duration::from_millis(20),
+        "waiting for held requests",
+        || {
+            seen = ctl.writing()?;
+            Ok(seen >= w0 + n)
+        },
+    )
+    .map_err(|e| format!("{e} (stub_status Writing {seen}, want {})", w0 + n))?;
+    let until = Instant::now() + settle;
+    lp.wait_quiet(Duration::from_millis(50), "holding", || {
+        Ok(Instant::now() >= until)
+    })?;
+    let (pss1, rss1) = srv.memory_kib();
+    let mut m = Metrics::new();
+    m.insert(
+        "pss_bytes_per_listener",
+        (pss1 as f64 - pss0 as f64) * 1024.0 / n as f64,
+    );
+    m.insert(
+        "rss_bytes_per_listener",
+        (rss1 as f64 - rss0 as f64) * 1024.0 / n as f64,
+    );
+    m.insert("pss_before_kib", pss0 as f64);
+    m.insert("pss_after_kib", pss1 as f64);
+    Ok(m)
+}
+
+/// The ceiling: `conns` keep-alive connections; in each of `rounds` rounds
+/// every connection sends one request to the `return 200` location at once
+/// and the round ends when all are answered — the shape of a fan-out round
+/// (a burst of answers and requests on N connections), without a relay.
+pub fn ceiling(
+    srv: &Nginx,
+    conns: usize,
+    rounds: usize,
+    body_size: usize,
+    deadline: Instant,
+) -> Result<Metrics, String> {
+    let mut lp = Loop::new(srv.addr, deadline)?;
+    let ids = lp.open(conns, |_, _| {})?;
+    let req = get_request("/ceiling", None);
+    let total = conns * rounds;
+    let mut done = 0usize;
+    let mut alls = Vec::with_capacity(rounds);
+    let cpu0 = srv.cpu_ns();
+    let cl0 = self_cpu_ns();
+    let t0 = Instant::now();
+    for round in 0..rounds {
+        let tr = Instant::now();
+        for &id in &ids {
+            lp.net.send(id, &req);
+        }
+        let mut got = 0;
+        while got < conns {
+            lp.net.poll(5, &mut lp.evs);
+            for ev in lp.evs.drain(..) {
+                match ev {
+                    Event::Response(_, r) => {
+                        if r.status != 200 || r.body.len() != body_size {
+                            return Err(format!("return 200 answered {}", status_line(&r)));
+                        }
+                        got += 1;
+                        done += 1;
+                    }
+                    Event::Connected(_) => {}
+                    Event::Closed(_, why) => return Err(why),
+                }
+            }
+            lp.check_deadline(|| format!("round {round}: {got}/{conns} answered"))?;
+        }
+        alls.push(ms(tr.elapsed()));
+    }
+    let elapsed = t0.elapsed();
+    let mut m = Metrics::new();
+    m.insert(
+        "server_us_per_response",
+        (srv.cpu_ns() - cpu0) as f64 / total as f64 / 1e3,
+    );
+    m.insert(
+        "client_us_per_response",
+        (self_cpu_ns() - cl0) as f64 / total as f64 / 1e3,
+    );
+    m.insert("responses_per_s", done as f64 / elapsed.as_secs_f64());
+    m.insert("round_ms", median(&alls));
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_subscriber_counts() {
+        let text = b"queued messages: 0\r\nlast requested: 3 sec. ago\r\nactive subscribers: 42\r\nlast message id: 0:0\r\n";
+        assert_eq!(number_after(text, b"subscribers"), Some(42));
+        let json = br#"{"messages": 2, "requested": 5, "subscribers": 7, "last_message_id": null}"#;
+        assert_eq!(number_after(json, b"subscribers"), Some(7));
+        let st = b"Active connections: 3\nserver accepts handled requests\n 1 1 1\nReading: 0 Writing: 12 Waiting: 2\n";
+        assert_eq!(number_after(st, b"Writing:"), Some(12));
+    }
+
+    #[test]
+    fn message_bodies() {
+        let b = body_of("c=3 s=17 t=99", 64);
+        assert_eq!(b.len(), 64);
+        assert_eq!(parse_msg(&b), (Some(3), Some(17), Some(99)));
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.0);
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.99), 4.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+    }
+}
