@@ -252,3 +252,40 @@ both_workers!(
     reload_answers_held,
     quit_with_many_held,
 );
+
+/// A worker killed while it holds listeners (a crash) leaves nothing behind:
+/// its held count is released, so `first` lets a new listener wait instead
+/// of answering 409 forever, and messages flow again.
+#[test]
+fn crashed_worker_is_forgotten() {
+    let ngx = Conf::new(2)
+        .listener_extra("push_listener_concurrency first;")
+        .start();
+    let mut held = ngx.listener();
+    let victim = held.worker_pid();
+    held.send(&Req::get(&chan_path("crash")));
+    ngx.wait_subscribers("crash", 1);
+    assert!(send_signal(victim, SIGKILL));
+    // The master starts a replacement; the store forgets the dead worker.
+    // Its listener-only channel is freed with it (info: 404).
+    wait_until(PROMPT, "the dead worker's listener is released", || {
+        matches!(ngx.subscribers("crash"), None | Some(0))
+    });
+    let (mut l, _) = ngx.connection_not_in(ngx.listener_port, victim);
+    l.send(&Req::get(&chan_path("crash")));
+    ngx.wait_subscribers("crash", 1);
+    assert_eq!(ngx.post("crash", b"after the crash").status, 201);
+    assert_eq!(l.recv(PROMPT).body, b"after the crash");
+    let crashes = ngx
+        .bad_log_lines()
+        .iter()
+        .filter(|l| l.contains("exited on signal 9"))
+        .count();
+    assert_eq!(
+        crashes,
+        1,
+        "exactly the one worker we killed: {:?}",
+        ngx.bad_log_lines()
+    );
+    ngx.stop_without_check();
+}
