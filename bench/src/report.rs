@@ -444,6 +444,13 @@ pub fn markdown(o: &Opts, res: &Results, took: Duration) -> String {
     }
     s.push('\n');
 
+    // The hand-written analysis (profiles, what each change bought) lives
+    // beside the program and is carried into every report.
+    if let Ok(analysis) = std::fs::read_to_string("bench/ANALYSIS.md") {
+        s.push_str(analysis.trim_end());
+        s.push_str("\n\n");
+    }
+
     let _ = writeln!(s, "## Settings (identical for all instances)\n");
     let _ = writeln!(
         s,
