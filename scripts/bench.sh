@@ -14,25 +14,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 log() { printf '[bench] %s\n' "$*" >&2; }
 
-PKGS=(nginx nginx-dev libnginx-mod-nchan libnginx-mod-http-echo)
-missing=()
-for p in "${PKGS[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$p")
-    fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ -n "${PUSH_SKIP_APT:-}" ]; then
-        log "missing packages: ${missing[*]} (PUSH_SKIP_APT set)"; exit 1
-    fi
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
-        $SUDO apt-get update
-        $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
+# Packages (as root; otherwise deps.sh prints the apt-get command).
+if [ -z "${PUSH_SKIP_APT:-}" ]; then
+    "$ROOT/scripts/deps.sh" nginx nginx-dev libnginx-mod-nchan libnginx-mod-http-echo
 fi
 
 # Our module, built against Debian's nginx. If that fails the benchmark

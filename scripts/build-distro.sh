@@ -18,25 +18,9 @@ PROFILE="${PUSH_DISTRO_PROFILE:-release}"
 log() { printf '[build-distro] %s\n' "$*" >&2; }
 
 # 1. packages --------------------------------------------------------------
-PKGS=(nginx nginx-dev libpcre2-dev libclang-dev libssl-dev zlib1g-dev)
-missing=()
-for p in "${PKGS[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$p")
-    fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ -n "${PUSH_SKIP_APT:-}" ]; then
-        log "missing packages: ${missing[*]} (PUSH_SKIP_APT set)"; exit 1
-    fi
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
-        $SUDO apt-get update
-        $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
+# Packages (as root; otherwise deps.sh prints the apt-get command).
+if [ -z "${PUSH_SKIP_APT:-}" ]; then
+    "$ROOT/scripts/deps.sh" nginx nginx-dev
 fi
 
 if [ ! -f /usr/share/nginx/src/conf_flags ] || [ ! -x /usr/share/nginx/src/configure ]; then

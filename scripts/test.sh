@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests and integration tests against the
+# vendored nginx 1.28 (1 and 4 workers), then the module built for Debian's
+# packaged nginx, relaying in /usr/sbin/nginx.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+cargo build
+cargo test
+scripts/test-distro.sh
