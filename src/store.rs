@@ -305,6 +305,9 @@ pub struct Store<A: Allocator + Clone> {
     buckets: Vec<Option<Box<Channel<A>, A>>, A>,
     channels: usize,
     workers: Vec<Worker<A>, A>,
+    /// Deleted channels whose messages other workers still have to fetch
+    /// (published just before the DELETE): freed once fetched.
+    orphans: Vec<Box<Channel<A>, A>, A>,
     next_worker: WorkerId,
     next_seq: Seq,
     next_serial: u64,
@@ -324,6 +327,7 @@ impl<A: Allocator + Clone> Store<A> {
         buckets.resize_with(INITIAL_BUCKETS, || None);
         Ok(Store {
             workers: Vec::new_in(alloc.clone()),
+            orphans: Vec::new_in(alloc.clone()),
             alloc,
             key,
             buckets,
@@ -490,6 +494,26 @@ impl<A: Allocator + Clone> Store<A> {
         }
     }
 
+    /// Take one pending reference off message `id` of a deleted channel;
+    /// the orphan goes once nothing in it is owed. Returns what `f` made of
+    /// the message.
+    fn release_orphan<R>(
+        &mut self,
+        serial: u64,
+        id: MsgId,
+        f: impl FnOnce(Option<&Message<A>>) -> R,
+    ) -> R {
+        let Some(i) = self.orphans.iter().position(|c| c.serial == serial) else {
+            return f(None);
+        };
+        let r = f(self.orphans[i].fetch(id));
+        self.orphans[i].release(id);
+        if self.orphans[i].transit.is_empty() {
+            self.orphans.swap_remove(i);
+        }
+        r
+    }
+
     // ---- workers -------------------------------------------------------
 
     pub fn register_worker(&mut self, pid: i32, nonce: u64) -> Result<WorkerId, NoMemory> {
@@ -523,8 +547,9 @@ impl<A: Allocator + Clone> Store<A> {
         let w = self.workers.swap_remove(i);
         for e in w.inbox.iter() {
             if let EventKind::Message { id, .. } = e.kind {
-                if let Some(c) = self.by_serial_mut(e.hash, e.serial) {
-                    c.release(id);
+                match self.by_serial_mut(e.hash, e.serial) {
+                    Some(c) => c.release(id),
+                    None => self.release_orphan(e.serial, id, |_| ()),
                 }
             }
         }
@@ -594,7 +619,10 @@ impl<A: Allocator + Clone> Store<A> {
         let mut inbox = core::mem::replace(&mut w.inbox, Vec::new_in(self.alloc.clone()));
         for e in inbox.iter() {
             let taken = match self.by_serial_mut(e.hash, e.serial) {
-                None => f(e, None),
+                None => match e.kind {
+                    EventKind::Message { id, .. } => self.release_orphan(e.serial, id, |m| f(e, m)),
+                    _ => f(e, None),
+                },
                 Some(c) => {
                     let taken = match e.kind {
                         EventKind::Message { id, .. } => {
@@ -833,7 +861,20 @@ impl<A: Allocator + Clone> Store<A> {
         let info = c.info(now);
         let (hash, serial) = (c.hash, c.serial);
         self.notify(hash, serial, EventKind::Deleted, me);
-        self.remove(hash, serial);
+        if let Some(mut c) = self.remove(hash, serial) {
+            // Messages published before the DELETE stay deliverable to the
+            // workers that were told about them (their events come first).
+            c.holders.clear();
+            let stored = core::mem::replace(&mut c.stored, Vec::new_in(self.alloc.clone()));
+            for m in stored {
+                if m.pending > 0 {
+                    let _ = try_push(&mut c.transit, m);
+                }
+            }
+            if !c.transit.is_empty() {
+                let _ = try_push(&mut self.orphans, c);
+            }
+        }
         Some((info, hash, serial))
     }
 
@@ -1142,6 +1183,29 @@ mod tests {
             "a dead worker's listener-only channel is freed"
         );
         assert_eq!(s.workers().count(), 1);
+    }
+
+    #[test]
+    fn message_published_before_delete_still_reaches_other_workers() {
+        let mut s = store();
+        let a = s.register_worker(1, 1).unwrap();
+        let b = s.register_worker(2, 2).unwrap();
+        s.listen(b"d", &Cursor::default(), &HOLD_LAST, 1, b)
+            .unwrap();
+        let mut p = pubopts(b"last words", 1, a);
+        p.queue = false;
+        s.publish(b"d", &p).unwrap();
+        s.delete(b"d", 1, a).unwrap();
+        let mut seen = vec![];
+        s.drain_inbox(b, |e, m| {
+            seen.push((e.kind, m.map(|m| m.body.to_vec())));
+            1
+        });
+        assert!(
+            matches!(seen[0], (EventKind::Message { .. }, Some(ref body)) if body == b"last words")
+        );
+        assert_eq!(seen[1], (EventKind::Deleted, None));
+        assert!(s.orphans.is_empty(), "fetched: freed");
     }
 
     #[test]
