@@ -180,6 +180,10 @@ unsafe fn send(r: *mut ngx_http_request_t, body: &[u8]) -> ngx_int_t {
     ngx_http_output_filter(r, out)
 }
 
+/// Pool cleanup of a request that was sent a message.
+///
+/// # Safety
+/// nginx calls it once, with the pointer `message` registered.
 unsafe extern "C" fn release_delivery(data: *mut c_void) {
     // SAFETY: `data` is the Rc leaked by `message` for this request.
     drop(Rc::from_raw(data as *const Delivery));

@@ -190,6 +190,10 @@ fn conf_err(msg: &'static core::ffi::CStr) -> *mut c_char {
     msg.as_ptr() as *mut c_char
 }
 
+/// `push_sender`, `push_listener` and their aliases (`cmd.post` says which).
+///
+/// # Safety
+/// Called by nginx while parsing, with our location configuration.
 unsafe extern "C" fn set_role(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
@@ -224,6 +228,10 @@ unsafe extern "C" fn set_role(
     CONF_OK
 }
 
+/// `push_buffer_size`: nginx's size syntax, at least 32k.
+///
+/// # Safety
+/// Called by nginx while parsing, with our main configuration.
 unsafe extern "C" fn set_buffer_size(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -500,10 +508,14 @@ pub static mut COMMANDS: [ngx_command_t; 30] = [
 
 // ---- configuration callbacks ----------------------------------------------
 
+/// # Safety
+/// Called by nginx with the configuration being parsed.
 pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     alloc_conf::<MainConf>(cf)
 }
 
+/// # Safety
+/// Called by nginx with the configuration being parsed.
 pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     alloc_conf::<LocConf>(cf)
 }
@@ -522,6 +534,8 @@ unsafe fn alloc_conf<T: Default>(cf: *mut ngx_conf_t) -> *mut c_void {
     p as *mut c_void
 }
 
+/// # Safety
+/// Called by nginx with two location configurations made by create_loc_conf.
 pub unsafe extern "C" fn merge_loc_conf(
     _cf: *mut ngx_conf_t,
     prev: *mut c_void,
@@ -534,6 +548,8 @@ pub unsafe extern "C" fn merge_loc_conf(
     CONF_OK
 }
 
+/// # Safety
+/// Called by nginx with the main configuration made by create_main_conf.
 pub unsafe extern "C" fn init_main_conf(_cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: made by create_main_conf.
     let mcf = &mut *(conf as *mut MainConf);
@@ -571,6 +587,11 @@ unsafe extern "C" fn unset_variable(
     NGX_OK as ngx_int_t
 }
 
+/// Read back the variables' indexes and declare the zone if a location
+/// uses the module.
+///
+/// # Safety
+/// Called by nginx once per http block.
 pub unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: called once per http block with its configuration context.
     let mcf = &mut *main_conf(cf);

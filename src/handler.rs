@@ -135,6 +135,8 @@ unsafe fn header_in<'a>(r: *mut ngx_http_request_t, name: &[u8]) -> Option<&'a [
     None
 }
 
+/// # Safety
+/// `h` is null or a header of a live request.
 unsafe fn elt_value<'a>(h: *mut ngx_table_elt_t) -> Option<&'a [u8]> {
     if h.is_null() {
         None
@@ -152,6 +154,10 @@ const METHOD_OPTIONS: ngx_uint_t = NGX_HTTP_OPTIONS as ngx_uint_t;
 
 // ---- listener ---------------------------------------------------------------
 
+/// Content handler of `push_listener` locations.
+///
+/// # Safety
+/// Called by nginx's content phase with a live request.
 pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let method = (*r).method;
     if method == METHOD_OPTIONS {
@@ -191,7 +197,9 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
     );
     let rules = ListenRules {
         concurrency: lcf.concurrency(),
-        hold: lcf.mode != MODE_INTERVAL_POLL,
+        // A subrequest (SSI, auth_request) cannot be parked: it answers
+        // at once, like interval-poll.
+        hold: lcf.mode != MODE_INTERVAL_POLL && r == (*r).main,
         authorized_only: lcf.authorized_only == 1,
         max_subscribers: lcf.max_subscribers.clamp(0, u32::MAX as isize) as u32,
     };
@@ -304,6 +312,8 @@ unsafe fn listener_status(
     answer::status(r, status, reason, extra)
 }
 
+/// # Safety
+/// `r` is a live request whose header has not been sent.
 unsafe fn listener_options(r: *mut ngx_http_request_t) -> ngx_int_t {
     let mut extra: Vec<(&'static str, &[u8])> = Vec::new();
     if let Some(o) = allow_origin(r) {
@@ -318,6 +328,8 @@ unsafe fn listener_options(r: *mut ngx_http_request_t) -> ngx_int_t {
     answer::body(r, NGX_HTTP_OK, "text/plain", b"", &extra)
 }
 
+/// # Safety
+/// `r` is a live request.
 unsafe fn discard_body(r: *mut ngx_http_request_t) -> Result<(), ngx_int_t> {
     let rc = ngx_http_discard_request_body(r);
     if rc != NGX_OK as ngx_int_t {
@@ -328,6 +340,10 @@ unsafe fn discard_body(r: *mut ngx_http_request_t) -> Result<(), ngx_int_t> {
 
 // ---- sender -------------------------------------------------------------------
 
+/// Content handler of `push_sender` locations.
+///
+/// # Safety
+/// Called by nginx's content phase with a live request.
 pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let method = (*r).method;
     if method == METHOD_OPTIONS {
@@ -439,6 +455,8 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     }
 }
 
+/// # Safety
+/// `r` is a live request whose header has not been sent.
 unsafe fn send_info(
     r: *mut ngx_http_request_t,
     status: u32,
@@ -486,6 +504,8 @@ unsafe extern "C" fn publish_body(r: *mut ngx_http_request_t) {
     ngx_http_finalize_request(r, rc);
 }
 
+/// # Safety
+/// `r` is a live POST request whose body has been read.
 unsafe fn publish(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Ok(id) = channel_id(r) else {
         return NGX_HTTP_BAD_REQUEST as ngx_int_t;

@@ -144,6 +144,10 @@ pub unsafe fn stop() {
     });
 }
 
+/// The sweep timer: free expired messages and idle channels a bit at a time.
+///
+/// # Safety
+/// nginx calls it with the worker's sweep event.
 unsafe extern "C" fn on_sweep(ev: *mut ngx_event_t) {
     with(|w| {
         w.zone.lock().store.sweep(now(), SWEEP_BUCKETS);
