@@ -397,14 +397,17 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     let now = worker::now();
     enum Did {
         Info(crate::store::ChannelInfo),
-        Deleted(crate::store::ChannelInfo, Vec<(u64, Answer)>, Vec<Wake>),
+        Deleted(crate::store::ChannelInfo, Vec<u64>, Vec<Wake>),
         NotFound,
         Full,
     }
     let mut earlier = Vec::new();
     let did = worker::with(|w| {
+        earlier = w.take_answers();
+        let mut seqs = w.take_seqs();
         let mut lock = w.zone.lock();
-        worker::take_inbox(&mut lock, &mut w.registry, w.me, &mut earlier);
+        worker::take_inbox(&mut lock, &mut w.registry, w.me, &mut earlier, &mut seqs);
+        seqs.clear();
         match method {
             METHOD_PUT => match lock
                 .store
@@ -415,13 +418,8 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             },
             METHOD_DELETE => match lock.store.delete(&id, now, w.me) {
                 Some((info, _hash, serial)) => {
-                    let mut seqs = Vec::new();
                     w.registry.take_all(serial, &mut seqs);
-                    let answers = seqs
-                        .into_iter()
-                        .map(|s| (s, Answer::Status(410, GONE)))
-                        .collect();
-                    Did::Deleted(info, answers, lock.store.to_wake(w.me).collect())
+                    Did::Deleted(info, seqs, lock.store.to_wake(w.me).collect())
                 }
                 None => Did::NotFound,
             },
@@ -437,9 +435,9 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     };
     match did {
         Did::Info(info) => send_info(r, NGX_HTTP_OK, &info),
-        Did::Deleted(info, answers, wake) => {
+        Did::Deleted(info, seqs, wake) => {
             worker::wake_others(&wake);
-            worker::deliver(answers);
+            worker::deliver_all(seqs, Answer::Status(410, GONE));
             send_info(r, NGX_HTTP_OK, &info)
         }
         Did::NotFound => answer::status(
@@ -537,12 +535,14 @@ unsafe fn publish(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     let mut earlier = Vec::new();
     let done = worker::with(|w| {
+        earlier = w.take_answers();
+        let mut seqs = w.take_seqs();
         let mut lock = w.zone.lock();
         // Older messages other workers queued for this one go first.
-        worker::take_inbox(&mut lock, &mut w.registry, w.me, &mut earlier);
+        worker::take_inbox(&mut lock, &mut w.registry, w.me, &mut earlier, &mut seqs);
+        seqs.clear();
         let p = Publish { worker: w.me, ..p };
         let published = lock.store.publish(&id, &p)?;
-        let mut seqs = Vec::new();
         let n = w
             .registry
             .take_admitted(published.serial, published.id, published.upto, &mut seqs);
@@ -568,11 +568,7 @@ unsafe fn publish(r: *mut ngx_http_request_t) -> ngx_int_t {
     worker::deliver(earlier);
     if !seqs.is_empty() {
         let d = Delivery::new(&content_type, body, published.id);
-        worker::deliver(
-            seqs.into_iter()
-                .map(|s| (s, Answer::Message(d.clone())))
-                .collect(),
-        );
+        worker::deliver_all(seqs, Answer::Message(d));
     }
     let status = if published.held > 0 {
         NGX_HTTP_CREATED

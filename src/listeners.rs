@@ -28,7 +28,15 @@ pub struct LocalChannel {
 pub struct Registry {
     channels: HashMap<u64, LocalChannel>,
     count: usize,
+    /// Emptied listener lists kept for reuse: a channel whose thousands of
+    /// listeners are answered at once and come straight back would
+    /// otherwise free and regrow its list every round.
+    spare: Vec<Vec<Held>>,
 }
+
+/// How many emptied lists are kept, and from which size on.
+const SPARE_LISTS: usize = 8;
+const SPARE_MIN_CAPACITY: usize = 64;
 
 impl Registry {
     pub fn len(&self) -> usize {
@@ -40,9 +48,10 @@ impl Registry {
     }
 
     pub fn hold(&mut self, hash: u64, serial: u64, held: Held) {
+        let spare = &mut self.spare;
         let ch = self.channels.entry(serial).or_insert_with(|| LocalChannel {
             hash,
-            held: Vec::new(),
+            held: spare.pop().unwrap_or_default(),
         });
         ch.held.push(held);
         self.count += 1;
@@ -107,11 +116,19 @@ impl Registry {
             }
         });
         if ch.held.is_empty() {
-            self.channels.remove(&serial);
+            if let Some(ch) = self.channels.remove(&serial) {
+                self.keep_spare(ch.held);
+            }
         }
         let n = out.len() - before;
         self.count -= n;
         n as u32
+    }
+
+    fn keep_spare(&mut self, list: Vec<Held>) {
+        if list.capacity() >= SPARE_MIN_CAPACITY && self.spare.len() < SPARE_LISTS {
+            self.spare.push(list);
+        }
     }
 
     /// Take every listener of every channel (the worker is exiting), with

@@ -40,6 +40,20 @@ pub struct Worker {
     live: HashMap<Seq, *mut ngx_http_request_t>,
     waker: Waker,
     sweep: Box<ngx_event_t>,
+    /// Scratch lists kept between fan-outs: a round to thousands of
+    /// listeners would otherwise allocate and free them every time.
+    spare_answers: Vec<(Seq, Answer)>,
+    spare_seqs: Vec<Seq>,
+}
+
+impl Worker {
+    pub fn take_answers(&mut self) -> Vec<(Seq, Answer)> {
+        core::mem::take(&mut self.spare_answers)
+    }
+
+    pub fn take_seqs(&mut self) -> Vec<Seq> {
+        core::mem::take(&mut self.spare_seqs)
+    }
 }
 
 struct Slot(UnsafeCell<Option<Worker>>);
@@ -123,6 +137,8 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, shm_zone: *mut ngx_shm_zone_t) -> n
         live: HashMap::new(),
         waker,
         sweep,
+        spare_answers: Vec::new(),
+        spare_seqs: Vec::new(),
     });
     with(|w| ngx_add_timer(&mut *w.sweep, SWEEP_MSEC));
     NGX_OK as ngx_int_t
@@ -190,9 +206,12 @@ pub fn release_all() {
 /// Handle what other workers queued for this one.
 pub fn process_inbox() {
     let answers = with(|w| {
-        let mut answers = Vec::new();
+        let mut answers = w.take_answers();
+        let mut seqs = w.take_seqs();
         let mut lock = w.zone.lock();
-        take_inbox(&mut lock, &mut w.registry, w.me, &mut answers);
+        take_inbox(&mut lock, &mut w.registry, w.me, &mut answers, &mut seqs);
+        drop(lock);
+        w.spare_seqs = seqs;
         answers
     });
     deliver(answers.unwrap_or_default());
@@ -206,15 +225,15 @@ pub fn take_inbox(
     registry: &mut Registry,
     me: WorkerId,
     answers: &mut Vec<(Seq, Answer)>,
+    seqs: &mut Vec<Seq>,
 ) {
-    let mut seqs = Vec::new();
     let mut lost = Vec::new();
     let resync = lock.store.drain_inbox(me, |e, m| {
         seqs.clear();
         match e.kind {
             EventKind::Message { id, upto } => match m {
                 Some(m) => {
-                    let n = registry.take_admitted(e.serial, id, upto, &mut seqs);
+                    let n = registry.take_admitted(e.serial, id, upto, seqs);
                     if n > 0 {
                         let d = Delivery::new(&m.content_type, m.body.to_vec(), m.id);
                         answers.extend(seqs.iter().map(|&s| (s, Answer::Message(d.clone()))));
@@ -227,12 +246,12 @@ pub fn take_inbox(
                 }
             },
             EventKind::Conflict { before } => {
-                let n = registry.take_before(e.serial, before, &mut seqs);
+                let n = registry.take_before(e.serial, before, seqs);
                 answers.extend(seqs.iter().map(|&s| (s, Answer::Status(409, CONFLICT))));
                 n
             }
             EventKind::Deleted => {
-                let n = registry.take_all(e.serial, &mut seqs);
+                let n = registry.take_all(e.serial, seqs);
                 answers.extend(seqs.iter().map(|&s| (s, Answer::Status(410, GONE))));
                 n
             }
@@ -418,15 +437,37 @@ unsafe extern "C" fn held_timeout(ev: *mut ngx_event_t) {
 }
 
 /// Write the answers owed to held listeners, each looked up again first.
-pub fn deliver(answers: Vec<(Seq, Answer)>) {
-    for (seq, answer) in answers {
-        let Some(Some(r)) = with(|w| w.live.remove(&seq)) else {
-            continue;
-        };
-        // SAFETY: `r` was in the live table, so nginx has not freed it: its
-        // cleanup removes it from there first. It is a parked main request.
-        unsafe { answer_parked(r, &answer) };
+pub fn deliver(mut answers: Vec<(Seq, Answer)>) {
+    for (seq, answer) in answers.drain(..) {
+        answer_one(seq, &answer);
     }
+    with(|w| {
+        if answers.capacity() > w.spare_answers.capacity() {
+            w.spare_answers = answers;
+        }
+    });
+}
+
+/// Write one answer to every listener of `seqs` (a fan-out).
+pub fn deliver_all(mut seqs: Vec<Seq>, answer: Answer) {
+    for &seq in &seqs {
+        answer_one(seq, &answer);
+    }
+    seqs.clear();
+    with(|w| {
+        if seqs.capacity() > w.spare_seqs.capacity() {
+            w.spare_seqs = seqs;
+        }
+    });
+}
+
+fn answer_one(seq: Seq, answer: &Answer) {
+    let Some(Some(r)) = with(|w| w.live.remove(&seq)) else {
+        return;
+    };
+    // SAFETY: `r` was in the live table, so nginx has not freed it: its
+    // cleanup removes it from there first. It is a parked main request.
+    unsafe { answer_parked(r, answer) };
 }
 
 /// # Safety
