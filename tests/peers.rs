@@ -101,7 +101,9 @@ fn cursor_through_proxy(workers: usize) {
 /// over the workers: every held listener gets its own channel's message and
 /// no other (nchan #367 lost long-poll messages at 5,000+ channels).
 fn many_channels(workers: usize) {
-    let ngx = Conf::new(workers).http("push_buffer_size 16m; keepalive_requests 100000;").start();
+    let ngx = Conf::new(workers)
+        .http("push_buffer_size 16m; keepalive_requests 100000;")
+        .start();
     let held = 600;
     let mut conns = Vec::new();
     for i in 0..held {
