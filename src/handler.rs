@@ -11,8 +11,9 @@ use crate::answer::{self, Delivery};
 use crate::conf::{LocConf, MainConf, MODE_INTERVAL_POLL};
 use crate::cursor::Cursor;
 use crate::info::{render, InfoFormat};
+use crate::listeners::Held;
 use crate::msghttp;
-use crate::store::{Listen, ListenRules, NoMemory, Publish, Wake};
+use crate::store::{Concurrency, Listen, ListenRules, NoMemory, Publish, Wake};
 use crate::worker::{self, Answer, CONFLICT, GONE};
 
 const LISTENER_ALLOW: &[u8] = b"GET, OPTIONS";
@@ -276,7 +277,18 @@ pub unsafe extern "C" fn listener_handler(r: *mut ngx_http_request_t) -> ngx_int
             evicted,
             wake,
         } => {
-            let parked = worker::park(r, seq, serial, hash, cursor, origin, lcf.listener_timeout);
+            let parked = worker::park(
+                r,
+                Held {
+                    seq,
+                    cursor,
+                    yields: rules.concurrency == Concurrency::Last,
+                },
+                serial,
+                hash,
+                origin,
+                lcf.listener_timeout,
+            );
             worker::wake_others(&wake);
             worker::deliver(evicted);
             if parked.is_err() {

@@ -15,6 +15,8 @@ use crate::store::Seq;
 pub struct Held {
     pub seq: Seq,
     pub cursor: Cursor,
+    /// Held under `last`: a newer listener on the channel ends it (409).
+    pub yields: bool,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +153,7 @@ mod tests {
         Held {
             seq,
             cursor: Cursor { since, tag },
+            yields: false,
         }
     }
 

@@ -115,6 +115,11 @@ impl<A: Allocator + Clone> Channel<A> {
         self.sender_created
     }
 
+    /// The newest listener held on the channel (the `last` rule's winner).
+    pub fn newest_seq(&self) -> Seq {
+        self.newest_seq
+    }
+
     pub fn stored_len(&self) -> usize {
         self.stored.len()
     }
@@ -1235,6 +1240,47 @@ mod tests {
         let mut p = pubopts(b"tiny", 1, w);
         p.buffer_length = 1;
         assert!(s.publish(b"ch", &p).is_err() || s.find(b"ch").unwrap().stored_len() == 1);
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_queued_makes_the_worker_resync() {
+        let budget = Rc::new(Cell::new(16 * 1024));
+        let mut s = Store::new(Limited(budget.clone()), [5, 6]).unwrap();
+        let a = s.register_worker(1, 1).unwrap();
+        let b = s.register_worker(2, 2).unwrap();
+        s.listen(b"c", &Cursor::default(), &HOLD_LAST, 1, b)
+            .unwrap();
+        s.listen(b"c", &Cursor::default(), &HOLD_LAST, 1, a)
+            .unwrap();
+        s.drain_inbox(b, |_, _| 0);
+        // Fill the zone.
+        let mut fill = pubopts(&[0u8; 500], 1, a);
+        fill.buffer_length = usize::MAX;
+        while s.publish(b"fill", &fill).is_ok() {}
+        budget.set(0);
+        // More conflicts than B's inbox has room for, with no memory left.
+        let mut newest = 0;
+        for _ in 0..64 {
+            newest = match s
+                .listen(b"c", &Cursor::default(), &HOLD_LAST, 1, a)
+                .unwrap()
+            {
+                Listen::Hold { seq, .. } => seq,
+                other => panic!("{other:?}"),
+            };
+        }
+        let mut events = 0;
+        let resync = s.drain_inbox(b, |_, _| {
+            events += 1;
+            0
+        });
+        assert!(resync, "the lost conflicts are flagged");
+        assert!(events < 64, "some were queued, not all: {events}");
+        assert_eq!(
+            s.find(b"c").unwrap().newest_seq(),
+            newest,
+            "the store knows who won"
+        );
     }
 
     #[test]

@@ -18,7 +18,6 @@ use std::rc::Rc;
 use nginx_sys::*;
 
 use crate::answer::{self, Delivery};
-use crate::cursor::Cursor;
 use crate::listeners::{Held, Registry};
 use crate::notify::{Sent, Waker};
 use crate::shm::{Locked, Zone};
@@ -287,7 +286,12 @@ fn resync_channel(
     let held: Vec<Held> = registry.peek(serial).to_vec();
     let mut gone = 0;
     for h in held {
-        if let Some(m) = c.next_for(&h.cursor, now) {
+        if h.yields && h.seq < c.newest_seq() {
+            // A `last` conflict whose event was lost.
+            registry.remove(serial, h.seq);
+            gone += 1;
+            answers.push((h.seq, Answer::Status(409, CONFLICT)));
+        } else if let Some(m) = c.next_for(&h.cursor, now) {
             registry.remove(serial, h.seq);
             gone += 1;
             let d = Delivery::new(&m.content_type, m.body.to_vec(), m.id);
@@ -354,13 +358,13 @@ impl HeldCtx {
 /// which returns NGX_DONE right after.
 pub unsafe fn park(
     r: *mut ngx_http_request_t,
-    seq: Seq,
+    held: Held,
     serial: u64,
     hash: u64,
-    cursor: Cursor,
     origin: Option<&[u8]>,
     timeout: ngx_msec_t,
 ) -> Result<(), ()> {
+    let seq = held.seq;
     let ctx = ngx_pcalloc((*r).pool, core::mem::size_of::<HeldCtx>()) as *mut HeldCtx;
     let cln = ngx_http_cleanup_add(r, 0);
     if ctx.is_null() || cln.is_null() {
@@ -382,7 +386,7 @@ pub unsafe fn park(
     *set = ctx as *mut c_void;
     with(|w| {
         w.live.insert(seq, r);
-        w.registry.hold(hash, serial, Held { seq, cursor });
+        w.registry.hold(hash, serial, held);
     });
     if timeout > 0 {
         let t = &mut (*ctx).timer;
