@@ -415,11 +415,10 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     }
     let mut earlier = Vec::new();
     let did = worker::with(|w| {
-        earlier = w.take_answers();
-        let mut seqs = w.take_seqs();
-        let mut lock = w.zone.lock();
-        worker::take_inbox(&mut lock, &mut w.registry, w.me, &mut earlier, &mut seqs);
-        seqs.clear();
+        let zone = w.zone;
+        let mut lock = zone.lock();
+        let mut seqs;
+        (earlier, seqs) = worker::catch_up(w, &mut lock);
         match method {
             METHOD_PUT => match lock
                 .store
@@ -547,12 +546,11 @@ unsafe fn publish(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     let mut earlier = Vec::new();
     let done = worker::with(|w| {
-        earlier = w.take_answers();
-        let mut seqs = w.take_seqs();
-        let mut lock = w.zone.lock();
+        let zone = w.zone;
+        let mut lock = zone.lock();
         // Older messages other workers queued for this one go first.
-        worker::take_inbox(&mut lock, &mut w.registry, w.me, &mut earlier, &mut seqs);
-        seqs.clear();
+        let mut seqs;
+        (earlier, seqs) = worker::catch_up(w, &mut lock);
         let p = Publish { worker: w.me, ..p };
         let published = lock.store.publish(&id, &p)?;
         let n = w

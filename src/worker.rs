@@ -205,21 +205,28 @@ pub fn release_all() {
 /// Handle what other workers queued for this one.
 pub fn process_inbox() {
     let answers = with(|w| {
-        let mut answers = w.take_answers();
-        let mut seqs = w.take_seqs();
-        let mut lock = w.zone.lock();
-        take_inbox(&mut lock, &mut w.registry, w.me, &mut answers, &mut seqs);
-        drop(lock);
+        let zone = w.zone;
+        let (answers, seqs) = catch_up(w, &mut zone.lock());
         w.spare_seqs = seqs;
         answers
     });
     deliver(answers.unwrap_or_default());
 }
 
+/// Under the lock, before anything else: take what other workers queued for
+/// this one. Returns the answers owed so far and an empty scratch list.
+pub fn catch_up(w: &mut Worker, lock: &mut Locked<'_>) -> (Vec<(Seq, Answer)>, Vec<Seq>) {
+    let mut answers = w.take_answers();
+    let mut seqs = w.take_seqs();
+    take_inbox(lock, &mut w.registry, w.me, &mut answers, &mut seqs);
+    seqs.clear();
+    (answers, seqs)
+}
+
 /// Under the lock: turn this worker's queued events into answers. Also run
 /// before this worker publishes or deletes, so that its own listeners get
 /// older messages, queued by other workers, before newer ones.
-pub fn take_inbox(
+fn take_inbox(
     lock: &mut Locked<'_>,
     registry: &mut Registry,
     me: WorkerId,
