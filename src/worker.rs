@@ -343,12 +343,22 @@ pub struct HeldCtx {
     pub seq: Seq,
     pub serial: u64,
     pub hash: u64,
-    pub timer: ngx_event_t,
+    /// `push_listener_timeout`, allocated only when one is configured: most
+    /// held requests never need the ~100 bytes of an event.
+    pub timer: *mut ngx_event_t,
     pub origin: ngx_str_t,
     pub has_origin: bool,
 }
 
 impl HeldCtx {
+    /// # Safety
+    /// `timer`, when set, is the event `park` allocated in the same pool.
+    unsafe fn cancel_timer(&mut self) {
+        if !self.timer.is_null() && (*self.timer).timer_set() != 0 {
+            ngx_del_timer(self.timer);
+        }
+    }
+
     pub fn origin(&self) -> Option<&[u8]> {
         if self.has_origin {
             Some(self.origin.as_bytes())
@@ -396,12 +406,16 @@ pub unsafe fn park(
         w.registry.hold(hash, serial, held);
     });
     if timeout > 0 {
-        let t = &mut (*ctx).timer;
-        t.handler = Some(held_timeout);
-        t.data = r as *mut c_void;
-        t.log = (*(*r).connection).log;
-        t.set_cancelable(1);
+        let t = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_event_t>()) as *mut ngx_event_t;
+        if t.is_null() {
+            return Err(());
+        }
+        (*t).handler = Some(held_timeout);
+        (*t).data = r as *mut c_void;
+        (*t).log = (*(*r).connection).log;
+        (*t).set_cancelable(1);
         ngx_add_timer(t, timeout);
+        (*ctx).timer = t;
     }
     // Notice a client that goes away while held.
     (*r).read_event_handler = Some(ngx_http_test_reading);
@@ -415,9 +429,7 @@ unsafe extern "C" fn held_cleanup(data: *mut c_void) {
     // SAFETY: `data` is the HeldCtx in the request's pool, still valid while
     // the request's cleanups run.
     let ctx = &mut *(data as *mut HeldCtx);
-    if ctx.timer.timer_set() != 0 {
-        ngx_del_timer(&mut ctx.timer);
-    }
+    ctx.cancel_timer();
     with(|w| {
         w.live.remove(&ctx.seq);
         if w.registry.remove(ctx.serial, ctx.seq).is_some() {
@@ -485,9 +497,7 @@ fn answer_one(seq: Seq, answer: &Answer) {
 /// `r` is a live parked request of this module.
 unsafe fn answer_parked(r: *mut ngx_http_request_t, answer: &Answer) {
     let ctx = &mut *((*(*r).ctx.add(crate::module().ctx_index)) as *mut HeldCtx);
-    if ctx.timer.timer_set() != 0 {
-        ngx_del_timer(&mut ctx.timer);
-    }
+    ctx.cancel_timer();
     let c = (*r).connection;
     // In the request pool (or static): valid while `r` is.
     let origin = ctx.origin();
