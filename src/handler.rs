@@ -4,6 +4,7 @@
 //! store under the zone lock, then answer (or park) with the lock released.
 
 use core::ptr;
+use std::borrow::Cow;
 
 use nginx_sys::*;
 
@@ -83,7 +84,7 @@ unsafe fn complex<'a>(
 ///
 /// # Safety
 /// `r` is a live request in one of our locations.
-unsafe fn channel_id(r: *mut ngx_http_request_t) -> Result<Vec<u8>, &'static str> {
+unsafe fn channel_id<'a>(r: *mut ngx_http_request_t) -> Result<Cow<'a, [u8]>, &'static str> {
     let mcf = main_conf(r);
     let lcf = loc_conf(r);
     let id = variable(r, mcf.var_push_id)
@@ -93,14 +94,15 @@ unsafe fn channel_id(r: *mut ngx_http_request_t) -> Result<Vec<u8>, &'static str
         return Err(ID_TOO_LONG);
     }
     if lcf.group.is_null() {
-        return Ok(id.to_vec());
+        // The common case borrows the variable's value (request pool).
+        return Ok(Cow::Borrowed(id));
     }
     let group = complex(r, lcf.group).unwrap_or(&[]);
     let mut full = Vec::with_capacity(group.len() + 1 + id.len());
     full.extend_from_slice(group);
     full.push(b'/');
     full.extend_from_slice(id);
-    Ok(full)
+    Ok(Cow::Owned(full))
 }
 
 /// `push_allow_origin` for this request; `None` when CORS is off.
@@ -387,11 +389,14 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             &[("Allow", SENDER_ALLOW)],
         );
     }
-    if let Err(reason) = channel_id(r) {
-        discard_body(r).ok();
-        log_error(r, reason.trim_end());
-        return answer::status(r, NGX_HTTP_BAD_REQUEST, reason, &[]);
-    }
+    let id = match channel_id(r) {
+        Ok(id) => id,
+        Err(reason) => {
+            discard_body(r).ok();
+            log_error(r, reason.trim_end());
+            return answer::status(r, NGX_HTTP_BAD_REQUEST, reason, &[]);
+        }
+    };
     if method == METHOD_POST {
         let rc = ngx_http_read_client_request_body(r, Some(publish_body));
         if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
@@ -402,9 +407,6 @@ pub unsafe extern "C" fn sender_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     if let Err(rc) = discard_body(r) {
         return rc;
     }
-    let Ok(id) = channel_id(r) else {
-        return NGX_HTTP_BAD_REQUEST as ngx_int_t;
-    };
     let lcf = loc_conf(r);
     let now = worker::now();
     enum Did {
