@@ -95,24 +95,12 @@ pub struct Channel<A: Allocator + Clone> {
 }
 
 impl<A: Allocator + Clone> Channel<A> {
-    pub fn serial(&self) -> u64 {
-        self.serial
-    }
-
-    pub fn hash(&self) -> u64 {
-        self.hash
-    }
-
     pub fn held(&self) -> u32 {
         self.holders.iter().map(|h| h.1).sum()
     }
 
     pub fn last_id(&self) -> Option<MsgId> {
         self.last_id
-    }
-
-    pub fn sender_created(&self) -> bool {
-        self.sender_created
     }
 
     /// The newest listener held on the channel (the `last` rule's winner).
@@ -193,8 +181,7 @@ impl<A: Allocator + Clone> Channel<A> {
             && (!self.sender_created || now >= self.last_used.saturating_add(self.idle_timeout))
     }
 
-    /// Take one pending reference off message `id`; free it once nobody
-    /// owes it. Returns the message while it is still readable.
+    /// Message `id`, stored or in transit.
     fn fetch(&self, id: MsgId) -> Option<&Message<A>> {
         self.stored
             .iter()
@@ -202,6 +189,8 @@ impl<A: Allocator + Clone> Channel<A> {
             .find(|m| m.id == id)
     }
 
+    /// Take one pending reference off message `id`; a message in transit
+    /// is freed once nobody owes it.
     fn release(&mut self, id: MsgId) {
         if let Some(m) = self.stored.iter_mut().find(|m| m.id == id) {
             m.pending = m.pending.saturating_sub(1);
@@ -362,29 +351,37 @@ impl<A: Allocator + Clone> Store<A> {
         (hash as usize) & (self.buckets.len() - 1)
     }
 
-    pub fn find(&self, id: &[u8]) -> Option<&Channel<A>> {
-        let hash = self.hash_id(id);
+    /// The serial of the channel `id` (whose hash is `hash`), if it exists.
+    fn locate(&self, hash: u64, id: &[u8]) -> Option<u64> {
         let mut cur = self.buckets[self.bucket_of(hash)].as_deref();
         while let Some(c) = cur {
             if c.hash == hash && c.id[..] == *id {
-                return Some(c);
+                return Some(c.serial);
             }
             cur = c.next.as_deref();
         }
         None
     }
 
+    pub fn find(&self, id: &[u8]) -> Option<&Channel<A>> {
+        let hash = self.hash_id(id);
+        self.by_serial(hash, self.locate(hash, id)?)
+    }
+
     fn find_mut(&mut self, id: &[u8]) -> Option<&mut Channel<A>> {
         let hash = self.hash_id(id);
-        let b = self.bucket_of(hash);
-        let mut cur = self.buckets[b].as_deref_mut();
-        while let Some(c) = cur {
-            if c.hash == hash && c.id[..] == *id {
-                return Some(c);
-            }
-            cur = c.next.as_deref_mut();
+        let serial = self.locate(hash, id)?;
+        self.by_serial_mut(hash, serial)
+    }
+
+    /// (hash, serial) of the channel `id`, created if missing; the id is
+    /// hashed once.
+    fn find_or_create(&mut self, id: &[u8], now: u64) -> Result<(u64, u64), NoMemory> {
+        let hash = self.hash_id(id);
+        match self.locate(hash, id) {
+            Some(serial) => Ok((hash, serial)),
+            None => Ok((hash, self.create(hash, id, now)?)),
         }
-        None
     }
 
     /// The channel a worker's listeners were held on, if it still exists.
@@ -419,9 +416,8 @@ impl<A: Allocator + Clone> Store<A> {
         None
     }
 
-    fn create(&mut self, id: &[u8], now: u64) -> Result<&mut Channel<A>, NoMemory> {
+    fn create(&mut self, hash: u64, id: &[u8], now: u64) -> Result<u64, NoMemory> {
         self.grow_buckets();
-        let hash = self.hash_id(id);
         let channel = Channel {
             next: None,
             hash,
@@ -439,11 +435,13 @@ impl<A: Allocator + Clone> Store<A> {
             idle_timeout: 0,
         };
         let mut boxed = Box::try_new_in(channel, self.alloc.clone()).map_err(|_| NoMemory)?;
+        let serial = self.next_serial;
         self.next_serial += 1;
         let b = self.bucket_of(hash);
         boxed.next = self.buckets[b].take();
+        self.buckets[b] = Some(boxed);
         self.channels += 1;
-        Ok(self.buckets[b].insert(boxed))
+        Ok(serial)
     }
 
     /// Double the bucket array when chains get long; if the zone has no room
@@ -623,25 +621,24 @@ impl<A: Allocator + Clone> Store<A> {
         // Keep the inbox's capacity: the next publish will want it again.
         let mut inbox = core::mem::replace(&mut w.inbox, Vec::new_in(self.alloc.clone()));
         for e in inbox.iter() {
-            let taken = match self.by_serial_mut(e.hash, e.serial) {
-                None => match e.kind {
-                    EventKind::Message { id, .. } => self.release_orphan(e.serial, id, |m| f(e, m)),
-                    _ => f(e, None),
-                },
-                Some(c) => {
-                    let taken = match e.kind {
-                        EventKind::Message { id, .. } => {
-                            let t = f(e, c.fetch(id));
-                            c.release(id);
-                            t
-                        }
-                        _ => f(e, None),
-                    };
-                    c.remove_holders(me, taken);
-                    taken
+            match (self.by_serial_mut(e.hash, e.serial), e.kind) {
+                // Deleted since: its owed messages wait in the orphans.
+                (None, EventKind::Message { id, .. }) => {
+                    self.release_orphan(e.serial, id, |m| f(e, m));
                 }
-            };
-            let _ = taken;
+                (None, _) => {
+                    f(e, None);
+                }
+                (Some(c), EventKind::Message { id, .. }) => {
+                    let taken = f(e, c.fetch(id));
+                    c.release(id);
+                    c.remove_holders(me, taken);
+                }
+                (Some(c), _) => {
+                    let taken = f(e, None);
+                    c.remove_holders(me, taken);
+                }
+            }
             self.free_if_idle(e.hash, e.serial, 0);
         }
         inbox.clear();
@@ -664,27 +661,23 @@ impl<A: Allocator + Clone> Store<A> {
         now: u64,
         me: WorkerId,
     ) -> Result<Listen<'_, A>, NoMemory> {
-        if self.find(id).is_none() {
-            if rules.authorized_only {
-                return Ok(Listen::Forbidden);
-            }
-            if !rules.hold {
-                // Nothing can be stored in a channel that does not exist.
-                return Ok(Listen::NotModified);
-            }
-            self.create(id, now)?;
-        }
+        let hash = self.hash_id(id);
+        let serial = match self.locate(hash, id) {
+            Some(serial) => serial,
+            None if rules.authorized_only => return Ok(Listen::Forbidden),
+            // Nothing can be stored in a channel that does not exist.
+            None if !rules.hold => return Ok(Listen::NotModified),
+            None => self.create(hash, id, now)?,
+        };
         let seq = self.next_seq;
-        let c = self.find_mut(id).ok_or(NoMemory)?;
+        let c = self.by_serial_mut(hash, serial).ok_or(NoMemory)?;
         c.last_requested = Some(now);
         c.last_used = now;
         if rules.authorized_only && !c.sender_created {
-            let (h, s) = (c.hash, c.serial);
-            self.free_if_idle(h, s, now);
+            self.free_if_idle(hash, serial, now);
             return Ok(Listen::Forbidden);
         }
         c.expire(now);
-        let (hash, serial) = (c.hash, c.serial);
         if c.next_for(cursor, now).is_some() {
             let c = self.by_serial(hash, serial).ok_or(NoMemory)?;
             return c.next_for(cursor, now).map(Listen::Message).ok_or(NoMemory);
@@ -729,11 +722,6 @@ impl<A: Allocator + Clone> Store<A> {
         }
     }
 
-    /// For a worker resynchronising its held listeners: the channel's state.
-    pub fn resync_view(&self, hash: u64, serial: u64) -> Option<&Channel<A>> {
-        self.by_serial(hash, serial)
-    }
-
     // ---- senders -------------------------------------------------------
 
     /// Publish a message. All-or-nothing: on `NoMemory` nothing changed
@@ -750,15 +738,12 @@ impl<A: Allocator + Clone> Store<A> {
     }
 
     fn try_publish(&mut self, id: &[u8], p: &Publish<'_>) -> Result<Published, NoMemory> {
-        if self.find(id).is_none() {
-            self.create(id, p.now)?;
-        }
+        let (hash, serial) = self.find_or_create(id, p.now)?;
         let alloc = self.alloc.clone();
         let upto = self.next_seq;
         let me = p.worker;
-        let c = self.find_mut(id).ok_or(NoMemory)?;
+        let c = self.by_serial_mut(hash, serial).ok_or(NoMemory)?;
         c.expire(p.now);
-        let (hash, serial) = (c.hash, c.serial);
         let held = c.held();
         let remote: u32 = c.holders.iter().filter(|h| h.0 != me).count() as u32;
         let store = p.queue && p.buffer_length > 0;
@@ -840,10 +825,8 @@ impl<A: Allocator + Clone> Store<A> {
         now: u64,
         channel_timeout: u64,
     ) -> Result<ChannelInfo, NoMemory> {
-        if self.find(id).is_none() {
-            self.create(id, now)?;
-        }
-        let c = self.find_mut(id).ok_or(NoMemory)?;
+        let (hash, serial) = self.find_or_create(id, now)?;
+        let c = self.by_serial_mut(hash, serial).ok_or(NoMemory)?;
         c.sender_created = true;
         c.last_used = now;
         c.idle_timeout = channel_timeout;
