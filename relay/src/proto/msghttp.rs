@@ -11,6 +11,8 @@ extern crate alloc;
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::text::{is_token, trim};
+
 /// At most this many header lines (dropped ones included), so hostile input
 /// cannot make us allocate without bound.
 pub const MAX_HEADERS: usize = 100;
@@ -119,24 +121,9 @@ pub fn is_dropped(name: &[u8]) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
 }
 
-/// RFC 9110 tchar.
-fn is_tchar(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
-}
-
 /// Field-value / reason-phrase bytes: HTAB, SP, visible ASCII, obs-text.
 fn is_text(c: u8) -> bool {
     c == b'\t' || (c >= b' ' && c != 0x7f)
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// A line and the input after it.
@@ -237,7 +224,7 @@ pub fn parse(input: &[u8]) -> Result<EmbeddedResponse<'_>, ParseError> {
             return Err(ParseError::BadHeader);
         };
         let (name, value) = line.split_at(colon);
-        if name.is_empty() || !name.iter().all(|&c| is_tchar(c)) {
+        if !is_token(name) {
             return Err(ParseError::BadHeaderName);
         }
         let value = trim(value.get(1..).unwrap_or(&[]));
@@ -725,7 +712,7 @@ mod tests {
                 assert!(!r.reason.iter().any(bad));
                 assert!(r.content_type.is_none_or(|v| !v.iter().any(bad)));
                 for (name, value) in &r.headers {
-                    assert!(!name.is_empty() && name.iter().all(|&c| is_tchar(c)));
+                    assert!(is_token(name));
                     assert!(!value.iter().any(bad));
                     assert!(!is_dropped(name));
                     assert!(!name.eq_ignore_ascii_case(b"content-type"));

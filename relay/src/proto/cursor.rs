@@ -6,6 +6,8 @@
 
 use core::fmt;
 
+use super::text::{parse_u64 as digits, trim, Decimal};
+
 /// Id of a message within a channel: the second it was published and a tag
 /// that disambiguates messages published in the same second. Ordered by (time, tag).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -60,6 +62,14 @@ impl Cursor {
         Cursor {
             since: if_modified_since.and_then(parse_http_date),
             tag: if_none_match.and_then(parse_etag),
+        }
+    }
+
+    /// The cursor just past message `id`.
+    pub fn after(id: MsgId) -> Cursor {
+        Cursor {
+            since: Some(id.time),
+            tag: Some(id.tag),
         }
     }
 
@@ -185,16 +195,6 @@ pub fn http_date(t: u64) -> [u8; 29] {
     out
 }
 
-/// All-digit slice as a number; None if empty, not all digits or too long.
-fn digits(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + u64::from(c - b'0'))
-    })
-}
-
 fn month_index(s: &[u8]) -> Option<u64> {
     let i = MONTH_NAMES.iter().position(|m| m.eq_ignore_ascii_case(s))?;
     Some(i as u64 + 1)
@@ -222,16 +222,6 @@ fn time_of_day(s: &[u8; 8]) -> Option<u64> {
 
 fn assemble(y: u64, m: u64, d: u64, tod: u64) -> Option<u64> {
     Some(days_from_civil(y, m, d)? * 86_400 + tod)
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// Parse an HTTP date: IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"),
@@ -352,29 +342,15 @@ impl fmt::Display for Etag {
 
 /// Etag value for a tag: `"<tag>"` (quoted), as a stack buffer.
 pub fn etag(tag: u32) -> Etag {
-    let mut digits = [0u8; 10];
-    let mut n = 0;
-    let mut v = tag;
-    loop {
-        // Digits come out lowest first; `n` stays below 10 for any u32.
-        if let Some(slot) = digits.get_mut(n) {
-            *slot = b'0' + (v % 10) as u8;
-        }
-        n += 1;
-        v /= 10;
-        if v == 0 || n >= digits.len() {
-            break;
-        }
-    }
+    let digits = Decimal::new(u64::from(tag));
+    let digits = digits.as_bytes();
     let mut buf = [0u8; 12];
     buf[0] = b'"';
-    for (dst, src) in buf[1..].iter_mut().zip(digits[..n].iter().rev()) {
-        *dst = *src;
-    }
-    buf[n + 1] = b'"';
+    buf[1..=digits.len()].copy_from_slice(digits);
+    buf[digits.len() + 1] = b'"';
     Etag {
         buf,
-        len: (n + 2) as u8,
+        len: (digits.len() + 2) as u8,
     }
 }
 

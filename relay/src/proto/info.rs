@@ -3,7 +3,8 @@
 
 extern crate alloc;
 
-use crate::cursor::MsgId;
+use super::cursor::MsgId;
+use super::text::{push_i64, push_u64, trim};
 use alloc::vec::Vec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,16 +66,6 @@ impl InfoFormat {
     }
 }
 
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
@@ -109,31 +100,6 @@ pub struct ChannelInfo {
     pub subscribers: u32,
     /// Newest message id; None before any message.
     pub last_message_id: Option<MsgId>,
-}
-
-/// Decimal digits of `v` appended to `out`, without the fmt machinery.
-fn push_u64(out: &mut Vec<u8>, v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        if let Some(slot) = buf.get_mut(i) {
-            *slot = b'0' + (v % 10) as u8;
-        }
-        v /= 10;
-        if v == 0 || i == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(buf.get(i..).unwrap_or(&[]));
-}
-
-fn push_i64(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    push_u64(out, v.unsigned_abs());
 }
 
 fn push_id(out: &mut Vec<u8>, id: MsgId) {

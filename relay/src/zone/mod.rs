@@ -2,11 +2,11 @@
 //! per-worker inboxes that carry fan-out work between workers.
 //!
 //! It lives in the module's shared-memory zone and is only ever touched while
-//! the zone's mutex is held (see `shm.rs`); the store itself is plain safe
-//! Rust, generic over the allocator so that the unit tests run it on the
-//! heap. Every allocation is fallible (`try_reserve`, `try_new_in`): running
-//! out of zone memory is an answer (`507`), never a panic, and an operation
-//! that cannot get its memory changes nothing.
+//! the zone's mutex is held (the module's `runtime::zone`); the store itself
+//! is plain safe Rust, generic over the allocator so that the unit tests run
+//! it on the heap. Every allocation is fallible (`try_reserve`,
+//! `try_new_in`): running out of zone memory is an answer (`507`), never a
+//! panic, and an operation that cannot get its memory changes nothing.
 
 use core::hash::Hasher;
 
@@ -14,8 +14,11 @@ use allocator_api2::alloc::Allocator;
 use allocator_api2::boxed::Box;
 use allocator_api2::vec::Vec;
 
-use crate::cursor::{Cursor, MsgId};
-pub use crate::info::ChannelInfo;
+pub use crate::conf::Concurrency;
+use crate::proto::cursor::{Cursor, MsgId};
+pub use crate::proto::info::ChannelInfo;
+
+pub mod backend;
 
 /// A worker process as the store knows it: unique for the zone's lifetime,
 /// unlike a pid or a process slot.
@@ -23,15 +26,17 @@ pub type WorkerId = u32;
 /// Order of held listeners across all workers (the `last`/`first` rules).
 pub type Seq = u64;
 
+/// Why the store could not do what it was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NoMemory;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Concurrency {
-    Last,
-    First,
-    Broadcast,
+pub enum StoreError {
+    /// The zone has no room: `507`, and nothing changed.
+    NoMemory,
+    /// An invariant did not hold (a channel that must exist does not): a
+    /// bug, answered `500` and logged at `alert`.
+    Inconsistent,
 }
+
+use StoreError::NoMemory;
 
 /// A stored (or in-flight) message.
 pub struct Message<A: Allocator> {
@@ -57,7 +62,7 @@ impl<A: Allocator> Message<A> {
 }
 
 /// Copy `src` into a new zone vector, or fail without side effects.
-fn copy_in<A: Allocator>(src: &[u8], alloc: A) -> Result<Vec<u8, A>, NoMemory> {
+fn copy_in<A: Allocator>(src: &[u8], alloc: A) -> Result<Vec<u8, A>, StoreError> {
     let mut v = Vec::new_in(alloc);
     v.try_reserve_exact(src.len()).map_err(|_| NoMemory)?;
     v.extend_from_slice(src);
@@ -65,7 +70,7 @@ fn copy_in<A: Allocator>(src: &[u8], alloc: A) -> Result<Vec<u8, A>, NoMemory> {
 }
 
 /// Push onto a vector without ever panicking on allocation failure.
-fn try_push<T, A: Allocator>(v: &mut Vec<T, A>, value: T) -> Result<(), NoMemory> {
+fn try_push<T, A: Allocator>(v: &mut Vec<T, A>, value: T) -> Result<(), StoreError> {
     v.try_reserve(1).map_err(|_| NoMemory)?;
     v.push_within_capacity(value).map_err(|_| NoMemory)
 }
@@ -153,7 +158,7 @@ impl<A: Allocator + Clone> Channel<A> {
         }
     }
 
-    fn add_holder(&mut self, w: WorkerId) -> Result<(), NoMemory> {
+    fn add_holder(&mut self, w: WorkerId) -> Result<(), StoreError> {
         if let Some(h) = self.holders.iter_mut().find(|h| h.0 == w) {
             h.1 += 1;
             return Ok(());
@@ -270,7 +275,7 @@ pub enum Listen<'a, A: Allocator> {
 }
 
 /// Options of one publish.
-pub struct Publish<'a> {
+pub struct NewMessage<'a> {
     pub content_type: &'a [u8],
     pub body: &'a [u8],
     pub now: u64,
@@ -283,7 +288,7 @@ pub struct Publish<'a> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Published {
+pub struct Posted {
     pub id: MsgId,
     pub hash: u64,
     pub serial: u64,
@@ -313,7 +318,7 @@ const INITIAL_BUCKETS: usize = 64;
 impl<A: Allocator + Clone> Store<A> {
     /// An empty store; `key` seeds the channel-id hash (random per zone, so
     /// ids cannot be chosen to collide).
-    pub fn new(alloc: A, key: [u64; 2]) -> Result<Self, NoMemory> {
+    pub fn new(alloc: A, key: [u64; 2]) -> Result<Self, StoreError> {
         let mut buckets = Vec::new_in(alloc.clone());
         buckets
             .try_reserve_exact(INITIAL_BUCKETS)
@@ -376,7 +381,7 @@ impl<A: Allocator + Clone> Store<A> {
 
     /// (hash, serial) of the channel `id`, created if missing; the id is
     /// hashed once.
-    fn find_or_create(&mut self, id: &[u8], now: u64) -> Result<(u64, u64), NoMemory> {
+    fn find_or_create(&mut self, id: &[u8], now: u64) -> Result<(u64, u64), StoreError> {
         let hash = self.hash_id(id);
         match self.locate(hash, id) {
             Some(serial) => Ok((hash, serial)),
@@ -416,7 +421,7 @@ impl<A: Allocator + Clone> Store<A> {
         None
     }
 
-    fn create(&mut self, hash: u64, id: &[u8], now: u64) -> Result<u64, NoMemory> {
+    fn create(&mut self, hash: u64, id: &[u8], now: u64) -> Result<u64, StoreError> {
         self.grow_buckets();
         let channel = Channel {
             next: None,
@@ -497,29 +502,29 @@ impl<A: Allocator + Clone> Store<A> {
         }
     }
 
-    /// Take one pending reference off message `id` of a deleted channel;
-    /// the orphan goes once nothing in it is owed. Returns what `f` made of
-    /// the message.
+    /// Hand `f` message `id` of a deleted channel; when it takes it (returns
+    /// `Some`), one pending reference is released, and the orphan goes once
+    /// nothing in it is owed.
     fn release_orphan<R>(
         &mut self,
         serial: u64,
         id: MsgId,
-        f: impl FnOnce(Option<&Message<A>>) -> R,
-    ) -> R {
+        f: impl FnOnce(Option<&Message<A>>) -> Option<R>,
+    ) -> Option<R> {
         let Some(i) = self.orphans.iter().position(|c| c.serial == serial) else {
             return f(None);
         };
-        let r = f(self.orphans[i].fetch(id));
+        let r = f(self.orphans[i].fetch(id))?;
         self.orphans[i].release(id);
         if self.orphans[i].transit.is_empty() {
             self.orphans.swap_remove(i);
         }
-        r
+        Some(r)
     }
 
     // ---- workers -------------------------------------------------------
 
-    pub fn register_worker(&mut self, pid: i32, nonce: u64) -> Result<WorkerId, NoMemory> {
+    pub fn register_worker(&mut self, pid: i32, nonce: u64) -> Result<WorkerId, StoreError> {
         let id = self.next_worker;
         let w = Worker {
             id,
@@ -552,7 +557,9 @@ impl<A: Allocator + Clone> Store<A> {
             if let EventKind::Message { id, .. } = e.kind {
                 match self.by_serial_mut(e.hash, e.serial) {
                     Some(c) => c.release(id),
-                    None => self.release_orphan(e.serial, id, |_| ()),
+                    None => {
+                        self.release_orphan(e.serial, id, |_| Some(()));
+                    }
                 }
             }
         }
@@ -605,49 +612,71 @@ impl<A: Allocator + Clone> Store<A> {
             })
     }
 
-    /// Hand a worker its events. For each, `f` gets the event and, for a
-    /// message, the message itself while the lock is held; it returns how
-    /// many of its held listeners it took off the channel. Returns whether
-    /// the worker must also resynchronise (an event was lost).
+    /// Hand a worker its events, oldest first. For each, `f` gets the event
+    /// and, for a message, the message itself while the lock is held; it
+    /// returns how many of the worker's held listeners left the channel,
+    /// or `None` to stop there (that event and the ones after it stay
+    /// queued). Returns `Some(resync)` once the inbox is empty, `resync`
+    /// saying that events were lost and the worker must resynchronise its
+    /// listeners with the store; `None` when `f` stopped early.
     pub fn drain_inbox(
         &mut self,
         me: WorkerId,
-        mut f: impl FnMut(&Event, Option<&Message<A>>) -> u32,
-    ) -> bool {
+        now: u64,
+        mut f: impl FnMut(&Event, Option<&Message<A>>) -> Option<u32>,
+    ) -> Option<bool> {
         let Some(w) = self.workers.iter_mut().find(|w| w.id == me) else {
-            return false;
+            return Some(false);
         };
-        let overflow = core::mem::take(&mut w.overflow);
-        // Keep the inbox's capacity: the next publish will want it again.
+        // Nothing is queued for this worker while it drains (only this
+        // worker's own operations queue events, and `f` makes none).
         let mut inbox = core::mem::replace(&mut w.inbox, Vec::new_in(self.alloc.clone()));
+        let mut done = 0;
         for e in inbox.iter() {
-            match (self.by_serial_mut(e.hash, e.serial), e.kind) {
+            let taken = match (self.by_serial_mut(e.hash, e.serial), e.kind) {
                 // Deleted since: its owed messages wait in the orphans.
                 (None, EventKind::Message { id, .. }) => {
-                    self.release_orphan(e.serial, id, |m| f(e, m));
+                    self.release_orphan(e.serial, id, |m| f(e, m))
                 }
-                (None, _) => {
-                    f(e, None);
-                }
+                (None, _) => f(e, None),
                 (Some(c), EventKind::Message { id, .. }) => {
                     let taken = f(e, c.fetch(id));
-                    c.release(id);
-                    c.remove_holders(me, taken);
+                    if taken.is_some() {
+                        c.release(id);
+                    }
+                    taken
                 }
-                (Some(c), _) => {
-                    let taken = f(e, None);
-                    c.remove_holders(me, taken);
-                }
+                (Some(_), _) => f(e, None),
+            };
+            let Some(taken) = taken else {
+                break;
+            };
+            if let Some(c) = self.by_serial_mut(e.hash, e.serial) {
+                c.remove_holders(me, taken);
             }
-            self.free_if_idle(e.hash, e.serial, 0);
+            self.free_if_idle(e.hash, e.serial, now);
+            done += 1;
         }
-        inbox.clear();
-        if let Some(w) = self.workers.iter_mut().find(|w| w.id == me) {
-            if w.inbox.is_empty() {
-                w.inbox = inbox;
-            }
+        let complete = done == inbox.len();
+        let w = self.workers.iter_mut().find(|w| w.id == me)?;
+        if complete {
+            // Keep the inbox's capacity: the next publish will want it again.
+            inbox.clear();
+            w.inbox = inbox;
+            Some(core::mem::take(&mut w.overflow))
+        } else {
+            inbox.drain(..done);
+            w.inbox = inbox;
+            None
         }
-        overflow
+    }
+
+    /// Make worker `id` resynchronise all its listeners at its next look at
+    /// its inbox (one of its events, or its wake-up, was lost).
+    pub fn flag_resync(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.id == id) {
+            w.overflow = true;
+        }
     }
 
     // ---- listeners -----------------------------------------------------
@@ -660,7 +689,7 @@ impl<A: Allocator + Clone> Store<A> {
         rules: &ListenRules,
         now: u64,
         me: WorkerId,
-    ) -> Result<Listen<'_, A>, NoMemory> {
+    ) -> Result<Listen<'_, A>, StoreError> {
         let hash = self.hash_id(id);
         let serial = match self.locate(hash, id) {
             Some(serial) => serial,
@@ -670,7 +699,9 @@ impl<A: Allocator + Clone> Store<A> {
             None => self.create(hash, id, now)?,
         };
         let seq = self.next_seq;
-        let c = self.by_serial_mut(hash, serial).ok_or(NoMemory)?;
+        let c = self
+            .by_serial_mut(hash, serial)
+            .ok_or(StoreError::Inconsistent)?;
         c.last_requested = Some(now);
         c.last_used = now;
         if rules.authorized_only && !c.sender_created {
@@ -679,8 +710,13 @@ impl<A: Allocator + Clone> Store<A> {
         }
         c.expire(now);
         if c.next_for(cursor, now).is_some() {
-            let c = self.by_serial(hash, serial).ok_or(NoMemory)?;
-            return c.next_for(cursor, now).map(Listen::Message).ok_or(NoMemory);
+            let c = self
+                .by_serial(hash, serial)
+                .ok_or(StoreError::Inconsistent)?;
+            return c
+                .next_for(cursor, now)
+                .map(Listen::Message)
+                .ok_or(StoreError::Inconsistent);
         }
         if !rules.hold {
             self.free_if_idle(hash, serial, now);
@@ -726,9 +762,9 @@ impl<A: Allocator + Clone> Store<A> {
 
     /// Publish a message. All-or-nothing: on `NoMemory` nothing changed
     /// except that expired messages were freed.
-    pub fn publish(&mut self, id: &[u8], p: &Publish<'_>) -> Result<Published, NoMemory> {
+    pub fn publish(&mut self, id: &[u8], p: &NewMessage<'_>) -> Result<Posted, StoreError> {
         match self.try_publish(id, p) {
-            Err(NoMemory) => {
+            Err(StoreError::NoMemory) => {
                 // Make room from what has expired anywhere, then retry once.
                 self.sweep(p.now, usize::MAX);
                 self.try_publish(id, p)
@@ -737,12 +773,14 @@ impl<A: Allocator + Clone> Store<A> {
         }
     }
 
-    fn try_publish(&mut self, id: &[u8], p: &Publish<'_>) -> Result<Published, NoMemory> {
+    fn try_publish(&mut self, id: &[u8], p: &NewMessage<'_>) -> Result<Posted, StoreError> {
         let (hash, serial) = self.find_or_create(id, p.now)?;
         let alloc = self.alloc.clone();
         let upto = self.next_seq;
         let me = p.worker;
-        let c = self.by_serial_mut(hash, serial).ok_or(NoMemory)?;
+        let c = self
+            .by_serial_mut(hash, serial)
+            .ok_or(StoreError::Inconsistent)?;
         c.expire(p.now);
         let held = c.held();
         let remote: u32 = c.holders.iter().filter(|h| h.0 != me).count() as u32;
@@ -782,7 +820,9 @@ impl<A: Allocator + Clone> Store<A> {
         }
 
         // Commit.
-        let c = self.by_serial_mut(hash, serial).ok_or(NoMemory)?;
+        let c = self
+            .by_serial_mut(hash, serial)
+            .ok_or(StoreError::Inconsistent)?;
         c.last_id = Some(msg_id);
         c.sender_created = true;
         c.last_used = p.now;
@@ -809,7 +849,7 @@ impl<A: Allocator + Clone> Store<A> {
                 let _ = w.inbox.push_within_capacity(e);
             }
         }
-        Ok(Published {
+        Ok(Posted {
             id: msg_id,
             hash,
             serial,
@@ -824,9 +864,11 @@ impl<A: Allocator + Clone> Store<A> {
         id: &[u8],
         now: u64,
         channel_timeout: u64,
-    ) -> Result<ChannelInfo, NoMemory> {
+    ) -> Result<ChannelInfo, StoreError> {
         let (hash, serial) = self.find_or_create(id, now)?;
-        let c = self.by_serial_mut(hash, serial).ok_or(NoMemory)?;
+        let c = self
+            .by_serial_mut(hash, serial)
+            .ok_or(StoreError::Inconsistent)?;
         c.sender_created = true;
         c.last_used = now;
         c.idle_timeout = channel_timeout;
@@ -936,8 +978,8 @@ mod tests {
         max_subscribers: 0,
     };
 
-    fn pubopts<'a>(body: &'a [u8], now: u64, w: WorkerId) -> Publish<'a> {
-        Publish {
+    fn pubopts<'a>(body: &'a [u8], now: u64, w: WorkerId) -> NewMessage<'a> {
+        NewMessage {
             content_type: b"text/plain",
             body,
             now,
@@ -1099,9 +1141,9 @@ mod tests {
             vec![a]
         );
         let mut events = vec![];
-        s.drain_inbox(a, |e, _| {
+        s.drain_inbox(a, 1, |e, _| {
             events.push(e.kind);
-            1
+            Some(1)
         });
         assert_eq!(events, vec![EventKind::Conflict { before: second }]);
         assert_eq!(s.find(b"ch").unwrap().held(), 1);
@@ -1133,9 +1175,9 @@ mod tests {
         let out = s.publish(b"ch", &p).unwrap();
         assert_eq!(out.held, 2);
         let mut got = vec![];
-        s.drain_inbox(b, |_, m| {
+        s.drain_inbox(b, 1, |_, m| {
             got.push(m.map(|m| m.body.to_vec()));
-            2
+            Some(2)
         });
         assert_eq!(got, vec![Some(b"hello".to_vec())]);
         // Delivered and released: nothing is left in the zone for it.
@@ -1155,9 +1197,9 @@ mod tests {
         s.touch(b"gone", 1, 60).unwrap();
         assert!(s.delete(b"gone", 1, a).is_some());
         let mut kinds = vec![];
-        s.drain_inbox(b, |e, _| {
+        s.drain_inbox(b, 1, |e, _| {
             kinds.push(e.kind);
-            1
+            Some(1)
         });
         assert_eq!(kinds, vec![EventKind::Deleted]);
         assert!(s.find(b"gone").is_none());
@@ -1185,9 +1227,9 @@ mod tests {
         s.publish(b"d", &p).unwrap();
         s.delete(b"d", 1, a).unwrap();
         let mut seen = vec![];
-        s.drain_inbox(b, |e, m| {
+        s.drain_inbox(b, 1, |e, m| {
             seen.push((e.kind, m.map(|m| m.body.to_vec())));
-            1
+            Some(1)
         });
         assert!(
             matches!(seen[0], (EventKind::Message { .. }, Some(ref body)) if body == b"last words")
@@ -1208,7 +1250,10 @@ mod tests {
             p.buffer_length = 1000;
             match s.publish(b"ch", &p) {
                 Ok(_) => ok += 1,
-                Err(NoMemory) => break,
+                Err(e) => {
+                    assert_eq!(e, NoMemory);
+                    break;
+                }
             }
         }
         assert!(ok > 3);
@@ -1235,7 +1280,7 @@ mod tests {
             .unwrap();
         s.listen(b"c", &Cursor::default(), &HOLD_LAST, 1, a)
             .unwrap();
-        s.drain_inbox(b, |_, _| 0);
+        s.drain_inbox(b, 1, |_, _| Some(0));
         // Fill the zone.
         let mut fill = pubopts(&[0u8; 500], 1, a);
         fill.buffer_length = usize::MAX;
@@ -1253,11 +1298,11 @@ mod tests {
             };
         }
         let mut events = 0;
-        let resync = s.drain_inbox(b, |_, _| {
+        let resync = s.drain_inbox(b, 1, |_, _| {
             events += 1;
-            0
+            Some(0)
         });
-        assert!(resync, "the lost conflicts are flagged");
+        assert_eq!(resync, Some(true), "the lost conflicts are flagged");
         assert!(events < 64, "some were queued, not all: {events}");
         assert_eq!(
             s.find(b"c").unwrap().newest_seq(),

@@ -1,0 +1,181 @@
+//! Every answer the relay refuses with: its status, its short plain-text
+//! body, and the error-log line (with nginx's level for it) that goes with
+//! it. Client faults log at `info`, as nginx logs them; a full zone at
+//! `error`; a broken invariant at `alert`.
+
+use crate::conf::Role;
+use crate::proto::msghttp::ParseError;
+
+/// nginx's log levels that the module writes at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Alert,
+    Error,
+    Warn,
+    Notice,
+    Info,
+}
+
+/// What the zone was asked for when it ran out of memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    Listener,
+    Channel,
+    Message,
+}
+
+/// Why a request is not served as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoId,
+    IdTooLong,
+    NotAllowed(Role),
+    /// Authorized channels only, or the subscriber limit.
+    Forbidden,
+    /// `first` rule: another listener is held.
+    Conflict,
+    NotFound,
+    ZoneFull(Wanted),
+    BadMessage(ParseError),
+    /// A store invariant did not hold: a bug, never the client's fault.
+    Internal,
+}
+
+/// A refusal as sent: status, body, and the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: &'static str,
+    /// `Allow` header, for 405.
+    pub allow: Option<&'static str>,
+    pub log: Option<(Level, &'static str)>,
+}
+
+pub const LISTENER_METHODS: &str = "GET, OPTIONS";
+pub const SENDER_METHODS: &str = "GET, PUT, POST, DELETE, OPTIONS";
+
+pub const CONFLICT_BODY: &str = "409 Conflict: another listener took this channel.\n";
+pub const GONE_BODY: &str = "410 Gone: the channel was deleted.\n";
+const ZONE_FULL_BODY: &str = "507 Insufficient Storage: the push_buffer_size zone is full.\n";
+
+impl Refusal {
+    pub fn reply(self) -> Reply {
+        let plain = |status, body| Reply {
+            status,
+            body,
+            allow: None,
+            log: None,
+        };
+        match self {
+            Refusal::NoId => Reply {
+                log: Some((Level::Info, "no channel id ($push_id is empty)")),
+                ..plain(400, "No channel id provided.\n")
+            },
+            Refusal::IdTooLong => Reply {
+                log: Some((
+                    Level::Info,
+                    "channel id longer than push_max_channel_id_length",
+                )),
+                ..plain(400, "Channel id is too long.\n")
+            },
+            Refusal::NotAllowed(role) => {
+                let (allow, log) = match role {
+                    Role::Sender => (
+                        SENDER_METHODS,
+                        "method not allowed on a push_sender location",
+                    ),
+                    _ => (
+                        LISTENER_METHODS,
+                        "method not allowed on a push_listener location",
+                    ),
+                };
+                Reply {
+                    allow: Some(allow),
+                    log: Some((Level::Info, log)),
+                    ..plain(405, "405 Method Not Allowed\n")
+                }
+            }
+            Refusal::Forbidden => {
+                plain(403, "403 Forbidden: no listener allowed on this channel.\n")
+            }
+            Refusal::Conflict => plain(409, CONFLICT_BODY),
+            Refusal::NotFound => plain(404, "404 Not Found: no such channel.\n"),
+            Refusal::ZoneFull(what) => Reply {
+                log: Some((
+                    Level::Error,
+                    match what {
+                        Wanted::Listener => "push_buffer_size zone is full, listener refused",
+                        Wanted::Channel => "push_buffer_size zone is full, channel not created",
+                        Wanted::Message => "push_buffer_size zone is full, message refused (507)",
+                    },
+                )),
+                ..plain(507, ZONE_FULL_BODY)
+            },
+            Refusal::BadMessage(e) => Reply {
+                log: Some((Level::Info, e.reason().trim_end())),
+                ..plain(400, e.reason())
+            },
+            Refusal::Internal => Reply {
+                log: Some((
+                    Level::Alert,
+                    "the channel store is inconsistent (a bug): request refused",
+                )),
+                ..plain(
+                    500,
+                    "500 Internal Server Error: the channel store is inconsistent.\n",
+                )
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_faults_log_at_info_and_server_faults_higher() {
+        for r in [
+            Refusal::NoId,
+            Refusal::IdTooLong,
+            Refusal::NotAllowed(Role::Listener),
+            Refusal::NotAllowed(Role::Sender),
+            Refusal::BadMessage(ParseError::NoStatusLine),
+        ] {
+            let reply = r.reply();
+            assert!(matches!(reply.status, 400 | 405), "{r:?}");
+            assert_eq!(reply.log.map(|l| l.0), Some(Level::Info), "{r:?}");
+        }
+        assert_eq!(
+            Refusal::ZoneFull(Wanted::Message).reply().log.map(|l| l.0),
+            Some(Level::Error)
+        );
+    }
+
+    #[test]
+    fn an_inconsistent_store_is_500_with_an_alert_not_507() {
+        let r = Refusal::Internal.reply();
+        assert_eq!(r.status, 500);
+        assert_eq!(r.log.map(|l| l.0), Some(Level::Alert));
+        assert!(!r.body.contains("full"));
+    }
+
+    #[test]
+    fn statuses_and_allow_headers() {
+        assert_eq!(Refusal::Forbidden.reply().status, 403);
+        assert_eq!(Refusal::Conflict.reply().body, CONFLICT_BODY);
+        assert_eq!(Refusal::NotFound.reply().status, 404);
+        assert_eq!(Refusal::ZoneFull(Wanted::Listener).reply().status, 507);
+        assert_eq!(
+            Refusal::NotAllowed(Role::Sender).reply().allow,
+            Some(SENDER_METHODS)
+        );
+        assert_eq!(
+            Refusal::NotAllowed(Role::Listener).reply().allow,
+            Some(LISTENER_METHODS)
+        );
+        for r in [Refusal::NoId, Refusal::Forbidden, Refusal::Internal] {
+            assert!(r.reply().body.ends_with('\n'));
+        }
+    }
+}

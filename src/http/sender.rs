@@ -1,0 +1,174 @@
+//! The content handler of `push_sender` locations: publish (`POST`, after
+//! nginx has read the body), create (`PUT`), inspect (`GET`, `HEAD`) and
+//! delete (`DELETE`) the channel, then answer with its info.
+
+use core::ffi::c_void;
+use std::rc::Rc;
+
+use nginx_sys::{
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_str_t,
+    NGX_DONE, NGX_HTTP_ACCEPTED, NGX_HTTP_CREATED, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK,
+    NGX_HTTP_SPECIAL_RESPONSE,
+};
+use ngx::http::HttpModule;
+use push_relay::backend::Publish;
+use push_relay::conf::Role;
+use push_relay::delivery::{is_message_http, Delivery};
+use push_relay::outcome::{Level, Refusal};
+use push_relay::proto::msghttp;
+use push_relay::request::{sender_op, SenderOp};
+
+use super::request::Req;
+use crate::conf;
+use crate::module::Module;
+use crate::runtime::{ops, worker};
+
+const ERROR: ngx_int_t = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+
+/// # Safety
+/// nginx's content phase calls it with a live request.
+pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: live for the call (the content phase's request).
+    match unsafe { Req::new(r) } {
+        Some(req) => send(req),
+        None => ERROR,
+    }
+}
+
+fn send(req: Req<'_>) -> ngx_int_t {
+    let Some((lcf, mcf)) = conf::of_request(req.ngx()) else {
+        return ERROR;
+    };
+    let id = req.channel(lcf, mcf);
+    let op = sender_op(req.method(), id.as_ref().map(|_| ()).map_err(|e| *e));
+    let (op, id) = match (op, id) {
+        (Err(refusal), _) => {
+            let _ = req.discard_body();
+            return req.refuse(refusal.reply(), None);
+        }
+        (Ok(SenderOp::Options), _) => {
+            let _ = req.discard_body();
+            return req.preflight(Role::Sender, req.allow_origin(lcf));
+        }
+        (Ok(op), Ok(id)) => (op, id),
+        (Ok(_), Err(_)) => return ERROR,
+    };
+    if op == SenderOp::Publish {
+        // The id is read now, once, and kept for when the body is in.
+        if keep_id(req, &id).is_none() {
+            return ERROR;
+        }
+        // SAFETY: a live request; nginx calls `publish_body` once the body
+        // is read (or finalizes the request itself on error).
+        let rc = unsafe { ngx_http_read_client_request_body(req.raw(), Some(publish_body)) };
+        if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+            return rc;
+        }
+        return NGX_DONE as ngx_int_t;
+    }
+    if let Err(rc) = req.discard_body() {
+        return rc;
+    }
+    let now = worker::now();
+    let rules = lcf.settings.sender();
+    let done = ops::zone(|b, fx| match op {
+        SenderOp::Create => b.create(&id, &rules, now, fx),
+        SenderOp::Delete => b.delete(&id, now, fx),
+        _ => b.info(&id, now, fx),
+    });
+    let Some((out, fx)) = done else {
+        return ERROR;
+    };
+    ops::finish(fx, None);
+    match out {
+        Ok(info) => req.info(NGX_HTTP_OK as u16, &info),
+        Err(refusal) => req.refuse(refusal.reply(), None),
+    }
+}
+
+/// The channel id of a POST, kept in the request's pool while its body is
+/// read (the module's ctx of sender requests).
+struct PostCtx {
+    id: ngx_str_t,
+}
+
+fn keep_id(req: Req<'_>, id: &[u8]) -> Option<()> {
+    let id = req.pool_copy(id)?;
+    // SAFETY: allocated from the live request's pool, and set as our ctx.
+    unsafe {
+        let ctx = ngx_pcalloc(req.get().pool, core::mem::size_of::<PostCtx>()).cast::<PostCtx>();
+        if ctx.is_null() {
+            return None;
+        }
+        ctx.write(PostCtx {
+            id: ngx_str_t {
+                len: id.len(),
+                data: id.as_ptr().cast_mut(),
+            },
+        });
+        req.ngx()
+            .set_module_ctx(ctx.cast::<c_void>(), Module::module());
+    }
+    Some(())
+}
+
+/// The body of a POST has been read: publish it.
+unsafe extern "C" fn publish_body(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls it with the live request whose body it read.
+    let Some(req) = (unsafe { Req::new(r) }) else {
+        return;
+    };
+    let rc = publish(req);
+    req.finalize(rc);
+}
+
+fn publish(req: Req<'_>) -> ngx_int_t {
+    let Some((lcf, _)) = conf::of_request(req.ngx()) else {
+        return ERROR;
+    };
+    let Some(ctx) = req.ngx().get_module_ctx::<PostCtx>(Module::module()) else {
+        return ERROR;
+    };
+    // SAFETY: `keep_id` copied the id into this request's pool.
+    let id = unsafe { core::slice::from_raw_parts(ctx.id.data, ctx.id.len) };
+    let Some(body) = req.body() else {
+        req.log(Level::Error, "cannot read the request body");
+        return ERROR;
+    };
+    let content_type = req.content_type().unwrap_or(b"");
+    if is_message_http(content_type) {
+        if let Err(e) = msghttp::parse(&body) {
+            return req.refuse(Refusal::BadMessage(e).reply(), None);
+        }
+    }
+    let p = Publish {
+        id,
+        content_type,
+        body: &body,
+        rules: lcf.settings.sender(),
+        now: worker::now(),
+    };
+    let Some((out, fx)) = ops::zone(|b, fx| b.publish(&p, fx)) else {
+        return ERROR;
+    };
+    let published = match &out {
+        Ok(posted) if ops::wants_published(&fx) => Some(Rc::new(Delivery::new(
+            posted.id,
+            content_type.to_vec(),
+            body,
+        ))),
+        _ => None,
+    };
+    ops::finish(fx, published.as_ref());
+    match out {
+        Ok(posted) => {
+            let status = if posted.held > 0 {
+                NGX_HTTP_CREATED
+            } else {
+                NGX_HTTP_ACCEPTED
+            };
+            req.info(status as u16, &posted.info)
+        }
+        Err(refusal) => req.refuse(refusal.reply(), None),
+    }
+}

@@ -1,0 +1,44 @@
+//! Listener transports: how a held listener is handed what the relay
+//! decided for it. The relay hands "a held listener of transport T" an
+//! [`Out`]; each transport writes it its own way. Long-poll answers once
+//! and finishes the request; only it assumes that.
+
+pub mod longpoll;
+
+use std::rc::Rc;
+
+use push_relay::delivery::Delivery;
+use push_relay::registry::Key;
+use push_relay::transport::Transport;
+
+use crate::http::request::Req;
+use crate::runtime::parked;
+use crate::runtime::worker::with;
+
+/// What a held listener is sent.
+#[derive(Clone, Copy)]
+pub enum Out<'a> {
+    Message(&'a Rc<Delivery>),
+    Conflict,
+    Gone,
+    /// Timeout or shutdown.
+    Ended,
+}
+
+/// Hand `out` to the held listener `key`, if its request is still there.
+pub fn deliver(key: Key, out: Out<'_>) {
+    let Some(Some(r)) = with(|w| w.parked.get(key)) else {
+        return;
+    };
+    // SAFETY: a request in the parked table is live: its cleanup takes it
+    // out before nginx frees it.
+    let Some(req) = (unsafe { Req::new(r) }) else {
+        return;
+    };
+    let Some(ctx) = parked::ctx(req) else {
+        return;
+    };
+    match ctx.transport {
+        Transport::LongPoll | Transport::IntervalPoll => longpoll::answer(req, ctx, out),
+    }
+}
