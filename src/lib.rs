@@ -4,21 +4,27 @@
 //! `push_relay` (in `relay/`), which holds every decision as safe,
 //! unit-tested Rust. A request flows one way:
 //!
-//! - `http` reads the request (channel id, cursor, method, body) and calls
-//!   the relay through a `Backend`; it writes the answers that come back;
-//! - `runtime` is this worker: the shared zone and its lock, the worker's
+//! - `handler`: the content handlers; they read the request, call the
+//!   relay through a `Backend`, and answer or park the listener;
+//! - `transport`: hands a held listener what the relay decided for it;
+//! - `runtime`: this worker: the shared zone and its lock, the worker's
 //!   slot, its parked requests, the wake-ups between workers, its timers;
-//! - `transport` hands a held listener what the relay decided for it;
-//! - `conf` is the directives, parsed by nginx's own parsers;
-//! - `module` is what nginx loads.
+//! - `http`: the request handle that reads requests and writes answers;
+//! - `conf`: the directives, parsed by nginx's own parsers;
+//! - `slots`: the module's descriptor and its slots in nginx's arrays;
+//! - `module`: what nginx loads, wiring the layers together.
 //!
-//! Unsafe code lives in these files only, each block with its `SAFETY`.
+//! Each layer uses only those below it, in that order (bottom last).
+//! Unsafe code stays in `slots`, `conf`, `http`, `runtime` and `module`,
+//! each block with its `SAFETY`.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod conf;
+mod handler;
 mod http;
 mod module;
 mod runtime;
+mod slots;
 mod transport;
 
 pub use module::ngx_http_push_module;

@@ -1,39 +1,44 @@
-//! What nginx loads: the module descriptor, its HTTP context, and the
-//! per-process hooks that start and stop this worker's part of the relay.
+//! What nginx loads: the module descriptor, its HTTP context and directive
+//! table, and the hooks that wire the layers together: declaring `$push_id`
+//! and the zone, giving sender and listener locations their content
+//! handler, and starting and stopping this worker's part of the relay.
 
+use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use nginx_sys::{
-    ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_HTTP_MODULE, NGX_OK,
+    ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_ERROR,
+    NGX_HTTP_MODULE, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleConfExt, HttpModuleLocationConf, HttpModuleMainConf};
+use push_relay::conf::Role;
 
 use crate::conf::{self, LocConf, MainConf};
+use crate::{handler, runtime, slots, transport};
 
-/// The module, for ngx's configuration traits.
+/// The module, for ngx's configuration traits (allocation and merge of
+/// its configurations).
 pub struct Module;
 
 impl HttpModule for Module {
     fn module() -> &'static ngx_module_t {
-        // SAFETY: nginx writes the module's indexes while loading it, before
-        // any callback that reads them, and never moves the descriptor.
-        unsafe { &*ptr::addr_of!(ngx_http_push_module) }
+        slots::descriptor()
     }
 
-    unsafe extern "C" fn preconfiguration(cf: *mut nginx_sys::ngx_conf_t) -> ngx_int_t {
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx passes the configuration being parsed.
         unsafe { conf::preconfiguration(cf) }
     }
 
-    unsafe extern "C" fn postconfiguration(cf: *mut nginx_sys::ngx_conf_t) -> ngx_int_t {
-        // SAFETY: as above.
-        unsafe { conf::postconfiguration(cf) }
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx calls it once per http block, after parsing it.
+        match unsafe { postconfiguration(cf) } {
+            Some(()) => NGX_OK as ngx_int_t,
+            None => NGX_ERROR as ngx_int_t,
+        }
     }
 
-    unsafe extern "C" fn init_main_conf(
-        _cf: *mut nginx_sys::ngx_conf_t,
-        conf: *mut core::ffi::c_void,
-    ) -> *mut core::ffi::c_char {
+    unsafe extern "C" fn init_main_conf(_cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
         // SAFETY: `conf` is the MainConf made by create_main_conf.
         unsafe { (*conf.cast::<MainConf>()).init() };
         ptr::null_mut()
@@ -49,6 +54,34 @@ unsafe impl HttpModuleMainConf for Module {
 // SAFETY: as above.
 unsafe impl HttpModuleLocationConf for Module {
     type LocationConf = LocConf;
+}
+
+/// Read back `$push_id`'s index, give each sender and listener location
+/// its content handler, and declare the zone if any location needs it.
+///
+/// # Safety
+/// `cf` is the http block's configuration, after parsing.
+unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> Option<()> {
+    // SAFETY: the caller's contract.
+    let mcf = unsafe { conf::main_of(cf)? };
+    // SAFETY: as above.
+    unsafe { conf::variable_indexes(cf, mcf)? };
+    let used = !mcf.roles.is_empty();
+    for (mut clcf, role) in mcf.roles.drain(..) {
+        // SAFETY: the core location configuration of a location of this
+        // http block, recorded while parsing it.
+        unsafe {
+            clcf.as_mut().handler = Some(match role {
+                Role::Sender => handler::sender::handler,
+                _ => handler::listener::handler,
+            })
+        };
+    }
+    if used {
+        // SAFETY: postconfiguration is where zones are declared.
+        mcf.shm_zone = unsafe { runtime::zone::declare(cf, mcf.buffer_size)? };
+    }
+    Some(())
 }
 
 static CTX: ngx_http_module_t = ngx_http_module_t {
@@ -76,28 +109,23 @@ pub static mut ngx_http_push_module: ngx_module_t = ngx_module_t {
     ..ngx_module_t::default()
 };
 
-/// The module's descriptor as nginx wants it for calls that take one.
-pub fn module_ptr() -> *mut ngx_module_t {
-    ptr::addr_of_mut!(ngx_http_push_module)
-}
-
 extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx calls this once in each new worker with its running
     // cycle, whose http configuration (if any) is complete.
     let cycle = unsafe { &*cycle };
     // SAFETY: our main configuration slot holds a MainConf.
-    let mcf = unsafe { cycle.http_main_conf_unchecked::<MainConf>(Module::module()) };
-    let Some(zone) = mcf
+    let zone = unsafe { cycle.http_main_conf_unchecked::<MainConf>(slots::descriptor()) }
+        // SAFETY: a MainConf of the running cycle, read only.
         .map(|m| unsafe { m.as_ref() }.shm_zone)
-        .filter(|z| !z.is_null())
-    else {
+        .filter(|z| !z.is_null());
+    let Some(zone) = zone else {
         return NGX_OK as ngx_int_t;
     };
     // SAFETY: the zone was declared by this cycle's postconfiguration and is
     // mapped for the worker's whole life.
-    unsafe { crate::runtime::worker::start(cycle.log, zone) }
+    unsafe { runtime::worker::start(cycle.log, zone, transport::deliver) }
 }
 
 extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
-    crate::runtime::worker::stop();
+    runtime::worker::stop();
 }

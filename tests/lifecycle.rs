@@ -289,5 +289,13 @@ fn crashed_worker_is_forgotten() {
         "exactly the one worker we killed: {:?}",
         ngx.bad_log_lines()
     );
+    let reaped = format!("worker process {victim} is gone");
+    assert!(
+        ngx.error_log()
+            .lines()
+            .any(|l| l.contains("[notice]") && l.contains(&reaped)),
+        "the release of the dead worker is logged: {}",
+        ngx.error_log()
+    );
     ngx.stop_without_check();
 }

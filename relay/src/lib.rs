@@ -5,7 +5,7 @@
 //! - `conf` turns directive values into the rules of a location;
 //! - `request` reads what a client asked for (channel id, transport, method);
 //! - `backend` is the seam to a channel store; `zone` is the shared-memory
-//!   store every worker of one nginx uses, `zone::backend` its `Backend`;
+//!   store every worker of one nginx uses, `zone_backend` its `Backend`;
 //! - `relay` owns this worker's held listeners (`registry`) together with
 //!   their counts in the store, and turns store events into answers;
 //! - `delivery` composes what a listener receives, `outcome` the status and
@@ -25,3 +25,7 @@ pub mod relay;
 pub mod request;
 pub mod transport;
 pub mod zone;
+pub mod zone_backend;
+
+#[cfg(test)]
+mod testing;

@@ -98,7 +98,7 @@ impl Refusal {
             Refusal::Forbidden => {
                 plain(403, "403 Forbidden: no listener allowed on this channel.\n")
             }
-            Refusal::Conflict => plain(409, CONFLICT_BODY),
+            Refusal::Conflict => ended_reply(Ending::Conflict),
             Refusal::NotFound => plain(404, "404 Not Found: no such channel.\n"),
             Refusal::ZoneFull(what) => Reply {
                 log: Some((
@@ -126,6 +126,30 @@ impl Refusal {
                 )
             },
         }
+    }
+}
+
+/// Why a held listener was ended other than by a message or a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A newer listener took the channel (`last`).
+    Conflict,
+    /// The channel was deleted.
+    Gone,
+}
+
+/// The answer of a held poll that is ended: 409 or 410 (no log line: both
+/// are the protocol working).
+pub fn ended_reply(why: Ending) -> Reply {
+    let (status, body) = match why {
+        Ending::Conflict => (409, CONFLICT_BODY),
+        Ending::Gone => (410, GONE_BODY),
+    };
+    Reply {
+        status,
+        body,
+        allow: None,
+        log: None,
     }
 }
 
@@ -158,6 +182,14 @@ mod tests {
         assert_eq!(r.status, 500);
         assert_eq!(r.log.map(|l| l.0), Some(Level::Alert));
         assert!(!r.body.contains("full"));
+    }
+
+    #[test]
+    fn ended_polls_answer_409_or_410_without_a_log_line() {
+        assert_eq!(ended_reply(Ending::Conflict).status, 409);
+        assert_eq!(ended_reply(Ending::Gone).status, 410);
+        assert_eq!(ended_reply(Ending::Gone).body, GONE_BODY);
+        assert!(ended_reply(Ending::Conflict).log.is_none());
     }
 
     #[test]

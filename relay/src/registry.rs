@@ -5,7 +5,7 @@
 //! the module's table of parked requests, which forgets a request the
 //! moment nginx frees it. Every `take_*` removes what it returns, so a
 //! listener is answered at most once whatever nginx does while answers are
-//! being written. Only [`crate::relay::Relay`] changes it, so that the
+//! being written. Only the relay (`Relay`) changes it, so that the
 //! store's counts always follow.
 
 use std::collections::HashMap;

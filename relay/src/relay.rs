@@ -149,6 +149,10 @@ pub struct Effects {
     /// Other workers with new events for their listeners.
     pub wake: Vec<Wake>,
     pub copies: Copies,
+    /// Events for this worker's listeners were lost (the zone was full when
+    /// they were queued), and this many channels' listeners were
+    /// resynchronised with the store.
+    pub resynced: Option<usize>,
     keys: Vec<Key>,
 }
 

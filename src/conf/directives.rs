@@ -16,13 +16,12 @@ use nginx_sys::{
     NGX_CONF_ANY, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_LOC_CONF,
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
 };
-use ngx::http::{HttpModuleConfExt, HttpModuleMainConf};
+use ngx::http::HttpModuleConfExt;
 use ngx::ngx_string;
 use push_relay::conf::{must_be, pick, LocSettings, Names, Role, CONCURRENCY, MIN_BUFFER_SIZE};
 use push_relay::transport::Transports;
 
 use super::{LocConf, MainConf};
-use crate::module::Module;
 
 const OK: *mut c_char = ptr::null_mut();
 
@@ -108,23 +107,17 @@ unsafe extern "C" fn set_role(
     // and the core module's location configuration exist.
     let (mcf, clcf) = unsafe {
         (
-            Module::main_conf_mut(&*cf),
+            super::main_of(cf),
             (*cf).http_location_conf_unchecked::<ngx_http_core_loc_conf_t>(&*ptr::addr_of!(
                 ngx_http_core_module
             )),
         )
     };
-    let (Some(mcf), Some(mut clcf)) = (mcf, clcf) else {
+    let (Some(mcf), Some(clcf)) = (mcf, clcf) else {
         return refuse(c"is not allowed here");
     };
-    mcf.used = true;
-    // SAFETY: the core location configuration of the location being parsed.
-    unsafe {
-        clcf.as_mut().handler = Some(match role {
-            Role::Sender => crate::http::sender::handler,
-            _ => crate::http::listener::handler,
-        })
-    };
+    // The content handler is set once the http block is parsed.
+    mcf.roles.push((clcf, role));
     OK
 }
 

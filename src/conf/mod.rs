@@ -1,22 +1,24 @@
 //! The module's configuration as nginx stores it: the http block's main
-//! configuration (zone, variable indexes) and each location's (the relay's
-//! `LocSettings` plus the complex values nginx evaluates per request), and
-//! the configuration-time hooks that declare `$push_id` and the zone.
+//! configuration (zone size, variable indexes, the locations that need a
+//! content handler) and each location's (the relay's `LocSettings` plus the
+//! complex values nginx evaluates per request), and `$push_id`.
 
 pub mod directives;
 
 use core::ptr;
 
-use nginx_sys::{
-    ngx_conf_t, ngx_http_add_variable, ngx_http_complex_value_t, ngx_http_get_variable_index,
-    ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t, ngx_shm_zone_t, ngx_str_t,
-    ngx_uint_t, NGX_ERROR, NGX_HTTP_VAR_CHANGEABLE, NGX_OK,
-};
-use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
-use ngx::ngx_string;
-use push_relay::conf::{LocSettings, DEFAULT_BUFFER_SIZE};
+use core::ptr::NonNull;
 
-use crate::module::Module;
+use nginx_sys::{
+    ngx_conf_t, ngx_http_add_variable, ngx_http_complex_value_t, ngx_http_core_loc_conf_t,
+    ngx_http_get_variable_index, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t,
+    ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_VAR_CHANGEABLE, NGX_OK,
+};
+use ngx::http::{HttpModuleConfExt, Merge, MergeConfigError};
+use ngx::ngx_string;
+use push_relay::conf::{LocSettings, Role, DEFAULT_BUFFER_SIZE};
+
+use crate::slots;
 
 /// `ngx_http_set_complex_value_slot`'s "unset".
 const UNSET_CV: *mut ngx_http_complex_value_t = usize::MAX as *mut _;
@@ -25,8 +27,9 @@ pub struct MainConf {
     /// `push_buffer_size`; 0 until set or defaulted.
     pub buffer_size: usize,
     pub shm_zone: *mut ngx_shm_zone_t,
-    /// Some location is a sender or a listener: the zone is needed.
-    pub used: bool,
+    /// Locations that are senders or listeners, to be given the content
+    /// handler of their role once the http block is parsed.
+    pub roles: Vec<(NonNull<ngx_http_core_loc_conf_t>, Role)>,
     pub var_push_id: ngx_int_t,
     pub var_push_channel_id: ngx_int_t,
 }
@@ -36,7 +39,7 @@ impl Default for MainConf {
         MainConf {
             buffer_size: 0,
             shm_zone: ptr::null_mut(),
-            used: false,
+            roles: Vec::new(),
             var_push_id: NGX_ERROR as ngx_int_t,
             var_push_channel_id: NGX_ERROR as ngx_int_t,
         }
@@ -113,7 +116,8 @@ impl LocConf {
     }
 }
 
-static mut VAR_NAMES: [ngx_str_t; 2] = [ngx_string!("push_id"), ngx_string!("push_channel_id")];
+/// nginx copies variable names, so a constant will do.
+const VAR_NAMES: [ngx_str_t; 2] = [ngx_string!("push_id"), ngx_string!("push_channel_id")];
 
 /// Declare `$push_id` and its alias `$push_channel_id` so that `set` can
 /// assign them; the module reads them back by index.
@@ -121,16 +125,10 @@ static mut VAR_NAMES: [ngx_str_t; 2] = [ngx_string!("push_id"), ngx_string!("pus
 /// # Safety
 /// nginx calls it with the configuration being parsed.
 pub unsafe fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    for i in 0..2 {
-        // SAFETY: configuration runs single-threaded; nginx keeps the name
-        // pointer, which is static.
-        let v = unsafe {
-            ngx_http_add_variable(
-                cf,
-                &raw mut VAR_NAMES[i],
-                NGX_HTTP_VAR_CHANGEABLE as ngx_uint_t,
-            )
-        };
+    for mut name in VAR_NAMES {
+        // SAFETY: the configuration being parsed; nginx copies the name.
+        let v =
+            unsafe { ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_CHANGEABLE as ngx_uint_t) };
         if v.is_null() {
             return NGX_ERROR as ngx_int_t;
         }
@@ -151,40 +149,49 @@ unsafe extern "C" fn unset_variable(
     NGX_OK as ngx_int_t
 }
 
-/// Read back the variables' indexes and declare the zone if a location
-/// uses the module.
+/// Read back the variables' indexes.
 ///
 /// # Safety
-/// nginx calls it once per http block with its configuration.
-pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: `cf` is the http block's configuration being parsed.
-    let cf_ref = unsafe { &*cf };
-    let Some(mcf) = Module::main_conf_mut(cf_ref) else {
-        return NGX_ERROR as ngx_int_t;
-    };
-    for (i, slot) in [&mut mcf.var_push_id, &mut mcf.var_push_channel_id]
+/// `cf` is the http block's configuration, after parsing.
+pub unsafe fn variable_indexes(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Option<()> {
+    for (mut name, slot) in VAR_NAMES
         .into_iter()
-        .enumerate()
+        .zip([&mut mcf.var_push_id, &mut mcf.var_push_channel_id])
     {
-        // SAFETY: as in preconfiguration.
-        *slot = unsafe { ngx_http_get_variable_index(cf, &raw mut VAR_NAMES[i]) };
+        // SAFETY: the configuration being parsed; nginx copies the name.
+        *slot = unsafe { ngx_http_get_variable_index(cf, &mut name) };
         if *slot == NGX_ERROR as ngx_int_t {
-            return NGX_ERROR as ngx_int_t;
+            return None;
         }
     }
-    if mcf.used {
-        // SAFETY: postconfiguration is where zones are declared.
-        match unsafe { crate::runtime::zone::declare(cf, mcf.buffer_size) } {
-            Some(z) => mcf.shm_zone = z,
-            None => return NGX_ERROR as ngx_int_t,
-        }
+    Some(())
+}
+
+/// This module's main configuration of the http block being parsed.
+///
+/// # Safety
+/// `cf` is inside an http block.
+pub unsafe fn main_of(cf: *mut ngx_conf_t) -> Option<&'static mut MainConf> {
+    // SAFETY: the caller's contract; our slot holds a MainConf.
+    unsafe {
+        Some(
+            (*cf)
+                .http_main_conf_unchecked::<MainConf>(slots::descriptor())?
+                .as_mut(),
+        )
     }
-    NGX_OK as ngx_int_t
 }
 
 /// The module's location and main configuration of a request (every
 /// location has them: create_loc_conf runs for all).
 pub fn of_request(r: &ngx::http::Request) -> Option<(&'static LocConf, &'static MainConf)> {
-    use ngx::http::HttpModuleLocationConf;
-    Some((Module::location_conf(r)?, Module::main_conf(r)?))
+    let m = slots::descriptor();
+    // SAFETY: our slots hold a LocConf and a MainConf of the configuration
+    // this request runs under, which outlives it.
+    unsafe {
+        Some((
+            r.http_location_conf_unchecked::<LocConf>(m)?.as_ref(),
+            r.http_main_conf_unchecked::<MainConf>(m)?.as_ref(),
+        ))
+    }
 }

@@ -1,7 +1,5 @@
-//! The HTTP side: the content handlers of listener and sender locations,
-//! and the request handle they read requests and write answers through.
+//! A request as the module reads and answers it: a handle over nginx's
+//! request (`request`), and the answers written through it (`response`).
 
-pub mod listener;
 pub mod request;
 pub mod response;
-pub mod sender;

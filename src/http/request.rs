@@ -2,14 +2,17 @@
 //! without `unsafe`, and what they read through it (method, headers, the
 //! channel id, the cursor, the body).
 
+use core::any::TypeId;
+use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 use std::borrow::Cow;
 
 use nginx_sys::{
-    ngx_http_discard_request_body, ngx_http_get_indexed_variable, ngx_http_request_t, ngx_int_t,
-    ngx_read_file, ngx_table_elt_t, ngx_uint_t, NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_OPTIONS, NGX_HTTP_POST, NGX_HTTP_PUT, NGX_OK,
+    ngx_http_discard_request_body, ngx_http_get_indexed_variable,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_read_file,
+    ngx_table_elt_t, ngx_uint_t, NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_OPTIONS,
+    NGX_HTTP_POST, NGX_HTTP_PUT, NGX_OK,
 };
 use ngx::http::Request;
 use push_relay::outcome::Refusal;
@@ -17,6 +20,22 @@ use push_relay::proto::cursor::Cursor;
 use push_relay::request::{channel_id, Method};
 
 use crate::conf::{LocConf, MainConf, Origin};
+use crate::slots;
+
+/// The module's ctx of a request: a value tagged with its type, so it is
+/// only ever read back as what it was stored as.
+#[repr(C)]
+struct Tagged<T> {
+    tag: TypeId,
+    value: T,
+}
+
+/// The channel id of a POST, kept in its pool while nginx reads the body.
+#[derive(Clone, Copy)]
+struct PostId {
+    data: *const u8,
+    len: usize,
+}
 
 /// A request nginx handed the module, live for `'r`.
 #[derive(Clone, Copy)]
@@ -150,6 +169,61 @@ impl<'r> Req<'r> {
             Origin::Star => Some(b"*"),
             Origin::Value(cv) => self.complex(cv).filter(|v| !v.is_empty()),
         }
+    }
+
+    /// Keep `value` as the module's ctx of this request (in its pool, so it
+    /// lives as long as the request; `Copy` types need no destructor).
+    pub fn set_ctx<T: Copy + 'static>(&self, value: T) -> Option<()> {
+        // SAFETY: an allocation from the live request's pool, aligned for any
+        // type (NGX_ALIGNMENT), written before it is published as the ctx.
+        unsafe {
+            let p =
+                ngx_pcalloc(self.get().pool, core::mem::size_of::<Tagged<T>>()).cast::<Tagged<T>>();
+            if p.is_null() {
+                return None;
+            }
+            p.write(Tagged {
+                tag: TypeId::of::<T>(),
+                value,
+            });
+            *self.get().ctx.add(slots::ctx_index()) = p.cast::<c_void>();
+        }
+        Some(())
+    }
+
+    /// The module's ctx of this request, if it holds a `T`.
+    pub fn ctx<T: Copy + 'static>(&self) -> Option<T> {
+        // SAFETY: our slot of the request's ctx array is null or a Tagged
+        // value `set_ctx` wrote; its tag (first, repr(C)) says which T.
+        unsafe {
+            let p = (*self.get().ctx.add(slots::ctx_index())).cast::<Tagged<T>>();
+            let tagged = p.as_ref()?;
+            (tagged.tag == TypeId::of::<T>()).then_some(tagged.value)
+        }
+    }
+
+    /// Keep a POST's channel id (copied into its pool) for when its body
+    /// has been read.
+    pub fn keep_post_id(&self, id: &[u8]) -> Option<()> {
+        let id = self.pool_copy(id)?;
+        self.set_ctx(PostId {
+            data: id.as_ptr(),
+            len: id.len(),
+        })
+    }
+
+    /// The channel id `keep_post_id` kept.
+    pub fn post_id(&self) -> Option<&'r [u8]> {
+        let id = self.ctx::<PostId>()?;
+        // SAFETY: `keep_post_id` copied it into this request's pool.
+        Some(unsafe { core::slice::from_raw_parts(id.data, id.len) })
+    }
+
+    /// Have nginx read the body, then call `then` (or answer the request
+    /// itself on error). Returns what the content handler returns.
+    pub fn read_body(&self, then: unsafe extern "C" fn(*mut ngx_http_request_t)) -> ngx_int_t {
+        // SAFETY: a live request in its content handler.
+        unsafe { ngx_http_read_client_request_body(self.raw(), Some(then)) }
     }
 
     /// Read and drop the body (listeners and bodiless sender requests).

@@ -5,17 +5,38 @@
 
 use std::rc::Rc;
 
-use nginx_sys::{ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE};
+use nginx_sys::{ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN};
 use push_relay::backend::{Backend, Step};
 use push_relay::delivery::Delivery;
 use push_relay::registry::{ChanKey, Key};
 use push_relay::relay::{Answer, Effects, MsgRef};
-use push_relay::zone::backend::ZoneBackend;
 use push_relay::zone::Wake;
+use push_relay::zone_backend::ZoneBackend;
 
+use super::faults;
 use super::wakeup::Sent;
 use super::worker::{self, arm, with};
-use crate::transport::{self, Out};
+
+/// What a held listener is sent, as its transport receives it.
+#[derive(Clone, Copy)]
+pub enum Out<'a> {
+    Message(&'a Rc<Delivery>),
+    Conflict,
+    Gone,
+    /// Timeout or shutdown.
+    Ended,
+}
+
+/// The transports' way to hand `Out` to the held listener `key` (given to
+/// the worker when it starts, so this layer does not reach up to them).
+pub type Deliver = fn(Key, Out<'_>);
+
+/// Hand `out` to held listener `key` through its transport.
+pub fn deliver(key: Key, out: Out<'_>) {
+    if let Some(deliver) = with(|w| w.deliver) {
+        deliver(key, out);
+    }
+}
 
 /// Run `op` on the zone: lock, run, unlock. When it asks for more copy
 /// room, carry out what it did so far, make the room and run it again.
@@ -61,6 +82,9 @@ pub fn forget(chan: ChanKey, key: Key) -> bool {
 /// Take what other workers queued for this one, and answer it.
 pub fn catch_up() {
     let now = worker::now();
+    if faults::resync_always() {
+        with(|w| w.zone.lock().store.flag_resync(w.me));
+    }
     if let Some(((), fx)) = zone(|b, fx| b.catch_up(now, fx)) {
         finish(fx, None);
     }
@@ -72,6 +96,16 @@ pub fn catch_up() {
 /// delivery of the message this worker just published, if any answer
 /// carries it.
 pub fn finish(mut fx: Effects, published: Option<&Rc<Delivery>>) -> Vec<Rc<Delivery>> {
+    if let Some(n) = fx.resynced.take() {
+        with(|w| {
+            ngx::ngx_log_error!(
+                NGX_LOG_WARN,
+                w.log,
+                "push: events for this worker's listeners were lost (the zone was full); {} channel(s) resynchronised with the store",
+                n
+            );
+        });
+    }
     if !fx.wake.is_empty() {
         wake(&fx.wake);
         fx.wake.clear();
@@ -87,7 +121,7 @@ pub fn finish(mut fx: Effects, published: Option<&Rc<Delivery>>) -> Vec<Rc<Deliv
             Answer::Ended => Some(Out::Ended),
         };
         if let Some(out) = out {
-            transport::deliver(key, out);
+            deliver(key, out);
         }
     }
     fx.answers = answers;
@@ -166,10 +200,16 @@ pub unsafe extern "C" fn on_rewake(_ev: *mut ngx_event_t) {
                 _ => {}
             }
         }
-        if w.rewake.is_empty() {
-            ngx::ngx_log_error!(NGX_LOG_NOTICE, w.log, "push: wake-ups delivered again");
-        } else {
+        if !w.rewake.is_empty() {
             arm(&mut w.rewake_timer, REWAKE_MSEC);
+        } else if w.rewake_tries < REWAKE_TRIES {
+            ngx::ngx_log_error!(NGX_LOG_NOTICE, w.log, "push: wake-ups delivered on retry");
+        } else {
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                w.log,
+                "push: wake-ups still refused; the workers will find their events at their next sweep"
+            );
         }
     });
 }

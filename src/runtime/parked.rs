@@ -14,16 +14,13 @@ use nginx_sys::{
     ngx_http_request_empty_handler, ngx_http_request_t, ngx_http_test_reading, ngx_msec_t,
     ngx_pcalloc, ngx_str_t,
 };
-use ngx::http::HttpModule;
 use push_relay::registry::{ChanKey, Key};
 use push_relay::transport::Transport;
 
 use super::faults;
-use super::ops;
+use super::ops::{self, Out};
 use super::worker::with;
 use crate::http::request::Req;
-use crate::module::Module;
-use crate::transport::{self, Out};
 
 /// Held requests by key.
 #[derive(Default)]
@@ -42,6 +39,7 @@ impl Parked {
 }
 
 /// A held listener's state, in its request's pool (the module's ctx).
+#[derive(Clone, Copy)]
 pub struct HeldCtx {
     pub key: Key,
     pub chan: ChanKey,
@@ -64,7 +62,7 @@ impl HeldCtx {
             .then(|| unsafe { core::slice::from_raw_parts(self.origin.data, self.origin.len) })
     }
 
-    pub fn cancel_timer(&mut self) {
+    pub fn cancel_timer(&self) {
         // SAFETY: null, or the event `park` allocated in the same pool.
         if let Some(t) = unsafe { self.timer.as_mut() } {
             if t.timer_set() != 0 {
@@ -76,14 +74,8 @@ impl HeldCtx {
 }
 
 /// The held-listener state of a parked request.
-pub fn ctx<'r>(req: Req<'r>) -> Option<&'r mut HeldCtx> {
-    // SAFETY: the request's ctx array has a slot for every http module; ours
-    // is null or the HeldCtx `park` allocated in the request's pool, which
-    // the module touches from one callback at a time.
-    unsafe {
-        let slot = *req.get().ctx.add(Module::module().ctx_index);
-        slot.cast::<HeldCtx>().as_mut()
-    }
+pub fn ctx(req: Req<'_>) -> Option<HeldCtx> {
+    req.ctx::<HeldCtx>()
 }
 
 /// Park `req`, held in the relay as `key` on `chan`: the module answers it
@@ -101,40 +93,40 @@ pub fn park(
         return Err(());
     }
     let r = req.raw();
-    let pool = req.get().pool;
-    // SAFETY: allocations from the live request's pool, a cleanup of the
-    // request, and its module ctx slot.
-    unsafe {
-        let ctx = ngx_pcalloc(pool, core::mem::size_of::<HeldCtx>()).cast::<HeldCtx>();
-        if ctx.is_null() {
-            return Err(());
-        }
-        let mut timer = ptr::null_mut();
+    let mut timer = ptr::null_mut();
+    // SAFETY: allocations from the live request's pool and a cleanup of the
+    // request, all made before anything is registered.
+    let cln = unsafe {
         if timeout_ms > 0 {
-            timer = ngx_pcalloc(pool, core::mem::size_of::<ngx_event_t>()).cast::<ngx_event_t>();
+            timer = ngx_pcalloc(req.get().pool, core::mem::size_of::<ngx_event_t>())
+                .cast::<ngx_event_t>();
             if timer.is_null() {
                 return Err(());
             }
         }
-        let cln = ngx_http_cleanup_add(r, 0);
-        if cln.is_null() {
-            return Err(());
-        }
-        ctx.write(HeldCtx {
-            key,
-            chan,
-            transport,
-            timer,
-            origin: origin.map_or(ngx_str_t::default(), |o| ngx_str_t {
-                len: o.len(),
-                data: o.as_ptr().cast_mut(),
-            }),
-            has_origin: origin.is_some(),
-        });
+        ngx_http_cleanup_add(r, 0)
+    };
+    if cln.is_null() {
+        return Err(());
+    }
+    let held = HeldCtx {
+        key,
+        chan,
+        transport,
+        timer,
+        origin: origin.map_or(ngx_str_t::default(), |o| ngx_str_t {
+            len: o.len(),
+            data: o.as_ptr().cast_mut(),
+        }),
+        has_origin: origin.is_some(),
+    };
+    req.set_ctx(held).ok_or(())?;
+    // SAFETY: the cleanup just added; the timer event is ours, in the
+    // request's pool; the request's handlers and count are nginx's own
+    // fields of this live main request.
+    unsafe {
         (*cln).handler = Some(cleanup);
-        (*cln).data = ctx.cast::<c_void>();
-        req.ngx()
-            .set_module_ctx(ctx.cast::<c_void>(), Module::module());
+        (*cln).data = r.cast::<c_void>();
         if let Some(t) = timer.as_mut() {
             t.handler = Some(on_timeout);
             t.data = r.cast::<c_void>();
@@ -155,9 +147,10 @@ pub fn park(
 
 /// The request is being freed (answered, aborted, or its connection died).
 unsafe extern "C" fn cleanup(data: *mut c_void) {
-    // SAFETY: `data` is the HeldCtx in the request's pool, still valid
-    // while the request's cleanups run.
-    let ctx = unsafe { &mut *data.cast::<HeldCtx>() };
+    // SAFETY: `data` is the request, still valid while its cleanups run.
+    let Some(ctx) = (unsafe { Req::new(data.cast()) }).and_then(ctx) else {
+        return;
+    };
     ctx.cancel_timer();
     with(|w| w.parked.remove(ctx.key));
     ops::forget(ctx.chan, ctx.key);
@@ -175,6 +168,6 @@ unsafe extern "C" fn on_timeout(ev: *mut ngx_event_t) {
     };
     let (chan, key) = (ctx.chan, ctx.key);
     if ops::forget(chan, key) {
-        transport::deliver(key, Out::Ended);
+        ops::deliver(key, Out::Ended);
     }
 }

@@ -18,7 +18,7 @@ use nginx_sys::{
     __socket_type_SOCK_NONBLOCK, bind, close, ngx_close_connection, ngx_connection_t, ngx_event_t,
     ngx_get_connection, ngx_handle_read_event, ngx_int_t, ngx_log_t, recv, sa_family_t, sendto,
     sockaddr, sockaddr_un, socket, socklen_t, __CONST_SOCKADDR_ARG, AF_UNIX, EAGAIN, ECONNREFUSED,
-    EINTR, ENOBUFS, ENOENT, NGX_OK,
+    ENOBUFS, ENOENT, NGX_OK,
 };
 
 use super::faults;
@@ -147,39 +147,32 @@ impl Waker {
         if self.conn.is_null() {
             return Sent::Failed(0);
         }
+        if faults::wake_fails() {
+            return Sent::Failed(ENOBUFS as i32);
+        }
         let (sa, len) = address(pid, nonce);
         let mut last = 0;
         for _ in 0..ATTEMPTS {
-            let err = if faults::wake_fails() {
-                ENOBUFS as c_int
-            } else {
-                // SAFETY: a plain sendto on our own open socket.
-                let n = unsafe {
-                    sendto(
-                        (*self.conn).fd,
-                        b"!".as_ptr().cast::<c_void>(),
-                        1,
-                        0,
-                        sockaddr_arg(&sa),
-                        len,
-                    )
-                };
-                if n >= 0 {
-                    return Sent::Ok;
-                }
-                errno()
+            // SAFETY: a plain sendto on our own open socket.
+            let n = unsafe {
+                sendto(
+                    (*self.conn).fd,
+                    b"!".as_ptr().cast::<c_void>(),
+                    1,
+                    0,
+                    sockaddr_arg(&sa),
+                    len,
+                )
             };
-            match err as u32 {
+            if n >= 0 {
+                return Sent::Ok;
+            }
+            match errno() as u32 {
                 // Its queue is full, so a wake-up is already pending.
                 EAGAIN => return Sent::Ok,
                 ECONNREFUSED | ENOENT => return Sent::Gone,
                 // EINTR, ENOBUFS, ENOMEM...: try again.
-                e => {
-                    last = e as i32;
-                    if e == EINTR {
-                        continue;
-                    }
-                }
+                e => last = e as i32,
             }
         }
         Sent::Failed(last)

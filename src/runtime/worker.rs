@@ -21,7 +21,7 @@ use push_relay::relay::{Effects, Relay};
 use push_relay::zone::{Wake, WorkerId};
 
 use super::faults;
-use super::ops;
+use super::ops::{self, Deliver};
 use super::parked::Parked;
 use super::wakeup::Waker;
 use super::zone::Zone;
@@ -41,6 +41,8 @@ pub struct Worker {
     /// Scratch lent to each operation, so fan-outs reuse its lists.
     pub fx: Effects,
     pub log: *mut ngx_log_t,
+    /// How answers reach held listeners (the transports).
+    pub deliver: Deliver,
 }
 
 thread_local! {
@@ -104,7 +106,11 @@ fn disarm(ev: &mut ngx_event_t) {
 /// # Safety
 /// Called by nginx in a new worker process, with the cycle's log and this
 /// module's zone.
-pub unsafe fn start(log: *mut ngx_log_t, shm_zone: *mut ngx_shm_zone_t) -> ngx_int_t {
+pub unsafe fn start(
+    log: *mut ngx_log_t,
+    shm_zone: *mut ngx_shm_zone_t,
+    deliver: Deliver,
+) -> ngx_int_t {
     // SAFETY: the caller's contract.
     let Some(zone) = (unsafe { Zone::of(shm_zone) }) else {
         return NGX_OK as ngx_int_t;
@@ -161,6 +167,7 @@ pub unsafe fn start(log: *mut ngx_log_t, shm_zone: *mut ngx_shm_zone_t) -> ngx_i
             sweep: timer(on_sweep, log),
             fx: Effects::default(),
             log,
+            deliver,
         });
         let w = slot.as_mut()?;
         w.fx.copies.make_room();

@@ -115,7 +115,7 @@ pub unsafe fn declare(cf: *mut ngx_conf_t, size: usize) -> Option<*mut ngx_shm_z
             cf,
             &raw mut ZONE_NAME,
             size,
-            crate::module::module_ptr().cast::<c_void>(),
+            crate::slots::descriptor_ptr().cast::<c_void>(),
         )
     };
     if z.is_null() {

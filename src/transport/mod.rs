@@ -5,25 +5,13 @@
 
 pub mod longpoll;
 
-use std::rc::Rc;
-
-use push_relay::delivery::Delivery;
 use push_relay::registry::Key;
 use push_relay::transport::Transport;
 
 use crate::http::request::Req;
+use crate::runtime::ops::Out;
 use crate::runtime::parked;
 use crate::runtime::worker::with;
-
-/// What a held listener is sent.
-#[derive(Clone, Copy)]
-pub enum Out<'a> {
-    Message(&'a Rc<Delivery>),
-    Conflict,
-    Gone,
-    /// Timeout or shutdown.
-    Ended,
-}
 
 /// Hand `out` to the held listener `key`, if its request is still there.
 pub fn deliver(key: Key, out: Out<'_>) {
@@ -39,6 +27,6 @@ pub fn deliver(key: Key, out: Out<'_>) {
         return;
     };
     match ctx.transport {
-        Transport::LongPoll | Transport::IntervalPoll => longpoll::answer(req, ctx, out),
+        Transport::LongPoll | Transport::IntervalPoll => longpoll::answer(req, &ctx, out),
     }
 }

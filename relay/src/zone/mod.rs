@@ -18,8 +18,6 @@ pub use crate::conf::Concurrency;
 use crate::proto::cursor::{Cursor, MsgId};
 pub use crate::proto::info::ChannelInfo;
 
-pub mod backend;
-
 /// A worker process as the store knows it: unique for the zone's lifetime,
 /// unlike a pid or a process slot.
 pub type WorkerId = u32;
@@ -941,31 +939,12 @@ impl<A: Allocator + Clone> Store<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use allocator_api2::alloc::{AllocError, Global};
-    use core::alloc::Layout;
+    use allocator_api2::alloc::Global;
     use core::cell::Cell;
-    use core::ptr::NonNull;
     use std::rc::Rc;
     use std::vec::Vec;
 
-    /// The heap with a budget, to play a zone that fills up.
-    #[derive(Clone, Debug)]
-    struct Limited(Rc<Cell<usize>>);
-
-    unsafe impl Allocator for Limited {
-        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-            let left = self.0.get();
-            if layout.size() > left {
-                return Err(AllocError);
-            }
-            self.0.set(left - layout.size());
-            Global.allocate(layout)
-        }
-        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-            self.0.set(self.0.get() + layout.size());
-            Global.deallocate(ptr, layout)
-        }
-    }
+    use crate::testing::Limited;
 
     fn store() -> Store<Global> {
         Store::new(Global, [1, 2]).unwrap()

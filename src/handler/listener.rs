@@ -9,8 +9,8 @@ use push_relay::relay::MsgRef;
 use push_relay::request::{listener_op, ListenerOp};
 use push_relay::transport::Transport;
 
-use super::request::Req;
 use crate::conf;
+use crate::http::request::Req;
 use crate::runtime::{ops, parked, worker};
 
 const ERROR: ngx_int_t = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;

@@ -2,15 +2,12 @@
 //! nginx has read the body), create (`PUT`), inspect (`GET`, `HEAD`) and
 //! delete (`DELETE`) the channel, then answer with its info.
 
-use core::ffi::c_void;
 use std::rc::Rc;
 
 use nginx_sys::{
-    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_str_t,
-    NGX_DONE, NGX_HTTP_ACCEPTED, NGX_HTTP_CREATED, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK,
-    NGX_HTTP_SPECIAL_RESPONSE,
+    ngx_http_request_t, ngx_int_t, NGX_DONE, NGX_HTTP_ACCEPTED, NGX_HTTP_CREATED,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK, NGX_HTTP_SPECIAL_RESPONSE,
 };
-use ngx::http::HttpModule;
 use push_relay::backend::Publish;
 use push_relay::conf::Role;
 use push_relay::delivery::{is_message_http, Delivery};
@@ -18,9 +15,8 @@ use push_relay::outcome::{Level, Refusal};
 use push_relay::proto::msghttp;
 use push_relay::request::{sender_op, SenderOp};
 
-use super::request::Req;
 use crate::conf;
-use crate::module::Module;
+use crate::http::request::Req;
 use crate::runtime::{ops, worker};
 
 const ERROR: ngx_int_t = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
@@ -55,12 +51,10 @@ fn send(req: Req<'_>) -> ngx_int_t {
     };
     if op == SenderOp::Publish {
         // The id is read now, once, and kept for when the body is in.
-        if keep_id(req, &id).is_none() {
+        if req.keep_post_id(&id).is_none() {
             return ERROR;
         }
-        // SAFETY: a live request; nginx calls `publish_body` once the body
-        // is read (or finalizes the request itself on error).
-        let rc = unsafe { ngx_http_read_client_request_body(req.raw(), Some(publish_body)) };
+        let rc = req.read_body(publish_body);
         if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
             return rc;
         }
@@ -86,32 +80,6 @@ fn send(req: Req<'_>) -> ngx_int_t {
     }
 }
 
-/// The channel id of a POST, kept in the request's pool while its body is
-/// read (the module's ctx of sender requests).
-struct PostCtx {
-    id: ngx_str_t,
-}
-
-fn keep_id(req: Req<'_>, id: &[u8]) -> Option<()> {
-    let id = req.pool_copy(id)?;
-    // SAFETY: allocated from the live request's pool, and set as our ctx.
-    unsafe {
-        let ctx = ngx_pcalloc(req.get().pool, core::mem::size_of::<PostCtx>()).cast::<PostCtx>();
-        if ctx.is_null() {
-            return None;
-        }
-        ctx.write(PostCtx {
-            id: ngx_str_t {
-                len: id.len(),
-                data: id.as_ptr().cast_mut(),
-            },
-        });
-        req.ngx()
-            .set_module_ctx(ctx.cast::<c_void>(), Module::module());
-    }
-    Some(())
-}
-
 /// The body of a POST has been read: publish it.
 unsafe extern "C" fn publish_body(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls it with the live request whose body it read.
@@ -126,11 +94,9 @@ fn publish(req: Req<'_>) -> ngx_int_t {
     let Some((lcf, _)) = conf::of_request(req.ngx()) else {
         return ERROR;
     };
-    let Some(ctx) = req.ngx().get_module_ctx::<PostCtx>(Module::module()) else {
+    let Some(id) = req.post_id() else {
         return ERROR;
     };
-    // SAFETY: `keep_id` copied the id into this request's pool.
-    let id = unsafe { core::slice::from_raw_parts(ctx.id.data, ctx.id.len) };
     let Some(body) = req.body() else {
         req.log(Level::Error, "cannot read the request body");
         return ERROR;
