@@ -8,6 +8,8 @@
 //! later turn of nginx's event loop, and the module then hands the outcome
 //! to the request that waits on that operation).
 
+use core::ops::Range;
+
 use crate::conf::{ListenerRules, SenderRules};
 use crate::outcome::Refusal;
 use crate::proto::cursor::{Cursor, MsgId};
@@ -42,15 +44,20 @@ pub struct Listen<'a> {
 }
 
 /// What a listener gets at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listened {
     /// This message, now (a poll).
     Message(MsgRef),
     /// Nothing newer and not held: 304.
     NotModified,
     /// Held: the listener is in the relay under `key` on `chan`. If the
-    /// module cannot park the request it must `forget` it.
-    Held { chan: ChanKey, key: Key },
+    /// module cannot park the request it must `forget` it. A stream first
+    /// gets the stored messages after its cursor: these copies, in order.
+    Held {
+        chan: ChanKey,
+        key: Key,
+        backlog: Range<u32>,
+    },
 }
 
 /// A sender's message.
@@ -58,6 +65,8 @@ pub enum Listened {
 pub struct Publish<'a> {
     pub id: &'a [u8],
     pub content_type: &'a [u8],
+    /// `X-EventSource-Event` (a token, checked); empty = none.
+    pub event: &'a [u8],
     pub body: &'a [u8],
     pub rules: SenderRules,
     pub now: u64,

@@ -105,7 +105,14 @@ pub struct LocSettings {
     pub max_id_length: isize,
     pub max_subscribers: isize,
     pub channel_timeout: i64,
+    /// `push_listener_ping`, msec.
+    pub ping: usize,
+    /// `push_listener_max_pending`, bytes.
+    pub max_pending: usize,
 }
+
+/// `push_listener_max_pending`'s default.
+pub const DEFAULT_MAX_PENDING: usize = 1024 * 1024;
 
 impl Default for LocSettings {
     fn default() -> Self {
@@ -122,6 +129,8 @@ impl Default for LocSettings {
             max_id_length: UNSET,
             max_subscribers: UNSET,
             channel_timeout: UNSET_TIME,
+            ping: UNSET_UINT,
+            max_pending: UNSET_UINT,
         }
     }
 }
@@ -163,6 +172,13 @@ impl LocSettings {
             parent.channel_timeout,
             3600,
         );
+        inherit(&mut self.ping, UNSET_UINT, parent.ping, 0);
+        inherit(
+            &mut self.max_pending,
+            UNSET_UINT,
+            parent.max_pending,
+            DEFAULT_MAX_PENDING,
+        );
     }
 
     /// The transports a listener location offers (long-poll when not given).
@@ -174,9 +190,15 @@ impl LocSettings {
         }
     }
 
-    /// The concurrency rule: the configured one, else `last`.
+    /// The concurrency rule: the configured one; else `broadcast` where the
+    /// location offers a stream (two browser tabs would otherwise end each
+    /// other's stream on every reconnect), else `last`.
     pub fn concurrency(&self) -> Concurrency {
-        self.concurrency.unwrap_or(Concurrency::Last)
+        self.concurrency.unwrap_or(if self.transports.has_stream() {
+            Concurrency::Broadcast
+        } else {
+            Concurrency::Last
+        })
     }
 
     /// Rules of a merged listener location.
@@ -187,6 +209,8 @@ impl LocSettings {
             timeout_ms: self.listener_timeout as u64,
             authorized_only: self.authorized_only == 1,
             max_subscribers: self.max_subscribers.clamp(0, u32::MAX as isize) as u32,
+            ping_ms: self.ping as u64,
+            max_pending: self.max_pending,
         }
     }
 
@@ -216,6 +240,10 @@ pub struct ListenerRules {
     pub authorized_only: bool,
     /// 0 = no limit.
     pub max_subscribers: u32,
+    /// `push_listener_ping`; 0 = none.
+    pub ping_ms: u64,
+    /// `push_listener_max_pending`: what one stream may have queued.
+    pub max_pending: usize,
 }
 
 /// How a sender location stores what it publishes.
@@ -271,6 +299,32 @@ mod tests {
             (s.buffer_length, s.message_timeout, s.channel_timeout),
             (10, 3600, 3600)
         );
+    }
+
+    #[test]
+    fn streams_default_to_broadcast_unless_configured() {
+        let streams = Transports::parse([&b"long-poll"[..], b"eventsource"]).unwrap();
+        let mut c = LocSettings {
+            transports: streams,
+            ..LocSettings::default()
+        };
+        c.merge(&LocSettings::default());
+        assert_eq!(c.concurrency(), Concurrency::Broadcast);
+        let mut explicit = LocSettings {
+            transports: streams,
+            ..LocSettings::default()
+        };
+        explicit.merge(&LocSettings {
+            concurrency: Some(Concurrency::Last),
+            ..LocSettings::default()
+        });
+        assert_eq!(
+            explicit.concurrency(),
+            Concurrency::Last,
+            "an explicit rule wins"
+        );
+        let l = c.listener();
+        assert_eq!((l.ping_ms, l.max_pending), (0, DEFAULT_MAX_PENDING));
     }
 
     #[test]

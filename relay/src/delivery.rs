@@ -1,10 +1,15 @@
 //! A message as this worker delivers it: one heap copy per message, with
 //! the cursor headers formatted and a `message/http` body parsed once, then
-//! shared (behind an `Rc`) by every listener of the worker it goes to.
+//! shared (behind an `Rc`) by every listener of the worker it goes to. The
+//! frames of the stream transports are built on first use, once, and then
+//! written to every stream from the same buffer.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
 
 use crate::proto::cursor::{etag, http_date, Etag, MsgId};
-use crate::proto::msghttp;
 use crate::proto::text::Decimal;
+use crate::proto::{eventsource, msghttp, websocket};
 
 /// A `message/http` message's embedded response, as offsets and owned
 /// copies (the body stays in [`Delivery::data`]).
@@ -29,6 +34,12 @@ pub struct Delivery {
     /// The body as published.
     pub data: Vec<u8>,
     pub embedded: Option<Embedded>,
+    /// `X-EventSource-Event` of the sender; empty = none.
+    pub event: Vec<u8>,
+    eventsource: OnceCell<Vec<u8>>,
+    /// WebSocket frames, bare and with `ws+meta.nchan`, for the
+    /// `default_type` they were first built with.
+    websocket: [OnceCell<(Vec<u8>, Vec<u8>)>; 2],
 }
 
 /// Is this the `message/http` media type (parameters ignored)?
@@ -41,7 +52,7 @@ impl Delivery {
     /// Compose the delivery of message `id`. A `message/http` body was
     /// checked when it was published; should it not parse here, it is sent
     /// as it is, which is still a correct answer.
-    pub fn new(id: MsgId, content_type: Vec<u8>, data: Vec<u8>) -> Delivery {
+    pub fn new(id: MsgId, content_type: Vec<u8>, event: Vec<u8>, data: Vec<u8>) -> Delivery {
         let embedded = if is_message_http(&content_type) {
             msghttp::parse(&data).ok().map(|e| {
                 let mut status_line = Decimal::new(u64::from(e.status)).as_bytes().to_vec();
@@ -69,6 +80,45 @@ impl Delivery {
             content_type,
             data,
             embedded,
+            event,
+            eventsource: OnceCell::new(),
+            websocket: [OnceCell::new(), OnceCell::new()],
+        }
+    }
+
+    /// The type listeners receive: the embedded one of a `message/http`
+    /// message, else the sender's; `default_type` when there is none.
+    pub fn media_type<'a>(&'a self, default_type: &'a [u8]) -> &'a [u8] {
+        let own = match &self.embedded {
+            Some(e) => e.content_type.as_deref().unwrap_or(b""),
+            None => &self.content_type,
+        };
+        if own.is_empty() {
+            default_type
+        } else {
+            own
+        }
+    }
+
+    /// The EventSource event of this message.
+    pub fn eventsource_frame(&self) -> &[u8] {
+        self.eventsource
+            .get_or_init(|| eventsource::event(self.id, &self.event, self.body()))
+    }
+
+    /// The WebSocket frame of this message, bare or in nchan's `ws+meta`
+    /// framing, for a listener location whose `default_type` is
+    /// `default_type`. Shared by every stream that asks with the first
+    /// default type it was built for; built afresh for another.
+    pub fn websocket_frame(&self, meta: bool, default_type: &[u8]) -> Cow<'_, [u8]> {
+        let build =
+            || websocket::message_frame(self.id, self.media_type(default_type), self.body(), meta);
+        let (for_type, frame) =
+            self.websocket[usize::from(meta)].get_or_init(|| (default_type.to_vec(), build()));
+        if for_type == default_type {
+            Cow::Borrowed(frame)
+        } else {
+            Cow::Owned(build())
         }
     }
 
@@ -94,6 +144,7 @@ mod tests {
                 tag: 3,
             },
             b"text/plain".to_vec(),
+            Vec::new(),
             b"hi".to_vec(),
         );
         assert_eq!(d.body(), b"hi");
@@ -105,7 +156,12 @@ mod tests {
     #[test]
     fn message_http_is_embedded_once() {
         let raw = b"HTTP/1.1 203 Fine\r\nContent-Type: text/x\r\nX-A: 1\r\nContent-Length: 99\r\n\r\nbody".to_vec();
-        let d = Delivery::new(MsgId::default(), b"Message/HTTP; x=1".to_vec(), raw);
+        let d = Delivery::new(
+            MsgId::default(),
+            b"Message/HTTP; x=1".to_vec(),
+            Vec::new(),
+            raw,
+        );
         let e = d.embedded.as_ref().unwrap();
         assert_eq!(e.status, 203);
         assert_eq!(e.status_line, b"203 Fine");
@@ -115,8 +171,37 @@ mod tests {
     }
 
     #[test]
+    fn stream_frames_are_built_once_and_shared() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{}".to_vec();
+        let d = Delivery::new(
+            MsgId { time: 9, tag: 0 },
+            b"message/http".to_vec(),
+            b"tick".to_vec(),
+            raw,
+        );
+        assert_eq!(d.eventsource_frame(), b"id: 9:0\nevent: tick\ndata: {}\n\n");
+        assert!(core::ptr::eq(d.eventsource_frame(), d.eventsource_frame()));
+        let a = d.websocket_frame(true, b"text/plain");
+        assert!(matches!(a, Cow::Borrowed(_)));
+        assert_eq!(&a[2..], b"id: 9:0\ncontent-type: application/json\n\n{}");
+        assert_eq!(&d.websocket_frame(false, b"text/plain")[2..], b"{}");
+        let plain = Delivery::new(MsgId::default(), Vec::new(), Vec::new(), b"x".to_vec());
+        assert_eq!(plain.media_type(b"text/html"), b"text/html");
+        let first = plain.websocket_frame(true, b"text/html");
+        assert!(matches!(first, Cow::Borrowed(_)));
+        let other = plain.websocket_frame(true, b"text/x");
+        assert!(matches!(other, Cow::Owned(_)));
+        assert!(other.ends_with(b"content-type: text/x\n\nx"));
+    }
+
+    #[test]
     fn unparsable_message_http_is_sent_as_is() {
-        let d = Delivery::new(MsgId::default(), b"message/http".to_vec(), b"junk".to_vec());
+        let d = Delivery::new(
+            MsgId::default(),
+            b"message/http".to_vec(),
+            Vec::new(),
+            b"junk".to_vec(),
+        );
         assert!(d.embedded.is_none());
         assert_eq!(d.body(), b"junk");
     }

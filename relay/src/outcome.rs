@@ -37,6 +37,15 @@ pub enum Refusal {
     NotFound,
     ZoneFull(Wanted),
     BadMessage(ParseError),
+    /// `X-EventSource-Event` is not a token.
+    BadEventName,
+    /// The location offers no transport the request can use (no poll).
+    NotAcceptable,
+    /// `Upgrade: websocket` without a key, a version, `GET`, HTTP/1.1 or
+    /// `Connection: upgrade`.
+    BadUpgrade,
+    /// A WebSocket version other than 13.
+    UpgradeVersion,
     /// A store invariant did not hold: a bug, never the client's fault.
     Internal,
 }
@@ -46,8 +55,9 @@ pub enum Refusal {
 pub struct Reply {
     pub status: u16,
     pub body: &'static str,
-    /// `Allow` header, for 405.
-    pub allow: Option<&'static str>,
+    /// One header that goes with it (`Allow` for 405,
+    /// `Sec-WebSocket-Version` for 426).
+    pub header: Option<(&'static str, &'static str)>,
     pub log: Option<(Level, &'static str)>,
 }
 
@@ -63,7 +73,7 @@ impl Refusal {
         let plain = |status, body| Reply {
             status,
             body,
-            allow: None,
+            header: None,
             log: None,
         };
         match self {
@@ -90,7 +100,7 @@ impl Refusal {
                     ),
                 };
                 Reply {
-                    allow: Some(allow),
+                    header: Some(("Allow", allow)),
                     log: Some((Level::Info, log)),
                     ..plain(405, "405 Method Not Allowed\n")
                 }
@@ -114,6 +124,32 @@ impl Refusal {
             Refusal::BadMessage(e) => Reply {
                 log: Some((Level::Info, e.reason().trim_end())),
                 ..plain(400, e.reason())
+            },
+            Refusal::BadEventName => Reply {
+                log: Some((Level::Info, "X-EventSource-Event is not a token")),
+                ..plain(400, "400 Bad Request: X-EventSource-Event must be a token.\n")
+            },
+            Refusal::NotAcceptable => Reply {
+                log: Some((
+                    Level::Info,
+                    "the request asks for no transport this location offers",
+                )),
+                ..plain(
+                    406,
+                    "406 Not Acceptable: this location offers EventSource or WebSocket only.\n",
+                )
+            },
+            Refusal::BadUpgrade => Reply {
+                log: Some((Level::Info, "malformed WebSocket upgrade request")),
+                ..plain(
+                    400,
+                    "400 Bad Request: a WebSocket upgrade needs GET over HTTP/1.1, Connection: upgrade, Sec-WebSocket-Key and Sec-WebSocket-Version.\n",
+                )
+            },
+            Refusal::UpgradeVersion => Reply {
+                header: Some(("Sec-WebSocket-Version", "13")),
+                log: Some((Level::Info, "unsupported WebSocket version")),
+                ..plain(426, "426 Upgrade Required: WebSocket version 13 only.\n")
             },
             Refusal::Internal => Reply {
                 log: Some((
@@ -148,7 +184,7 @@ pub fn ended_reply(why: Ending) -> Reply {
     Reply {
         status,
         body,
-        allow: None,
+        header: None,
         log: None,
     }
 }
@@ -165,9 +201,13 @@ mod tests {
             Refusal::NotAllowed(Role::Listener),
             Refusal::NotAllowed(Role::Sender),
             Refusal::BadMessage(ParseError::NoStatusLine),
+            Refusal::BadEventName,
+            Refusal::NotAcceptable,
+            Refusal::BadUpgrade,
+            Refusal::UpgradeVersion,
         ] {
             let reply = r.reply();
-            assert!(matches!(reply.status, 400 | 405), "{r:?}");
+            assert!(matches!(reply.status, 400 | 405 | 406 | 426), "{r:?}");
             assert_eq!(reply.log.map(|l| l.0), Some(Level::Info), "{r:?}");
         }
         assert_eq!(
@@ -199,12 +239,19 @@ mod tests {
         assert_eq!(Refusal::NotFound.reply().status, 404);
         assert_eq!(Refusal::ZoneFull(Wanted::Listener).reply().status, 507);
         assert_eq!(
-            Refusal::NotAllowed(Role::Sender).reply().allow,
-            Some(SENDER_METHODS)
+            Refusal::NotAllowed(Role::Sender).reply().header,
+            Some(("Allow", SENDER_METHODS))
         );
         assert_eq!(
-            Refusal::NotAllowed(Role::Listener).reply().allow,
-            Some(LISTENER_METHODS)
+            Refusal::NotAllowed(Role::Listener).reply().header,
+            Some(("Allow", LISTENER_METHODS))
+        );
+        assert_eq!(Refusal::NotAcceptable.reply().status, 406);
+        assert_eq!(Refusal::BadUpgrade.reply().status, 400);
+        let r = Refusal::UpgradeVersion.reply();
+        assert_eq!(
+            (r.status, r.header),
+            (426, Some(("Sec-WebSocket-Version", "13")))
         );
         for r in [Refusal::NoId, Refusal::Forbidden, Refusal::Internal] {
             assert!(r.reply().body.ends_with('\n'));

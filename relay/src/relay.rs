@@ -60,9 +60,10 @@ pub enum MsgRef {
 #[derive(Debug, Clone, Copy)]
 struct Copied {
     id: MsgId,
-    ct_end: usize,
-    end: usize,
     start: usize,
+    ct_end: usize,
+    event_end: usize,
+    end: usize,
 }
 
 /// Message bytes copied out of the store while its lock is held, into
@@ -82,23 +83,43 @@ const COPY_ROOM_KEPT: usize = 1024 * 1024;
 const COPY_LIST: usize = 64;
 
 impl Copies {
+    /// Would `n` more messages of `bytes` bytes fit the reserved room?
+    /// (Remembers what it would take when not.)
+    pub fn has_room(&mut self, n: usize, bytes: usize) -> bool {
+        let fits = self.bytes.capacity() - self.bytes.len() >= bytes
+            && self.list.capacity() - self.list.len() >= n;
+        if !fits {
+            self.want_bytes = self.want_bytes.max(self.bytes.len() + bytes);
+            self.want_list = self.want_list.max(self.list.len() + n);
+        }
+        fits
+    }
+
     /// Copy a message in, or `None` when the reserved room is too small.
-    pub fn push(&mut self, id: MsgId, content_type: &[u8], body: &[u8]) -> Option<MsgRef> {
+    pub fn push(
+        &mut self,
+        id: MsgId,
+        content_type: &[u8],
+        event: &[u8],
+        body: &[u8],
+    ) -> Option<MsgRef> {
         let start = self.bytes.len();
-        let need = content_type.len() + body.len();
+        let need = content_type.len() + event.len() + body.len();
         if self.bytes.capacity() - start < need || self.list.len() == self.list.capacity() {
             self.want_bytes = self.want_bytes.max(start + need);
             self.want_list = self.want_list.max(self.list.len() + 1);
             return None;
         }
-        // Within capacity: neither extend reallocates.
+        // Within capacity: no extend reallocates.
         self.bytes.extend_from_slice(content_type);
+        self.bytes.extend_from_slice(event);
         self.bytes.extend_from_slice(body);
         let i = self.list.len() as u32;
         self.list.push(Copied {
             id,
             start,
             ct_end: start + content_type.len(),
+            event_end: start + content_type.len() + event.len(),
             end: self.bytes.len(),
         });
         Some(MsgRef::Copy(i))
@@ -106,6 +127,11 @@ impl Copies {
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// How many copies there are (the next one is `MsgRef::Copy(len)`).
+    pub fn len(&self) -> u32 {
+        self.list.len() as u32
     }
 
     /// With no lock held: make the room the last refused copy wanted (and
@@ -128,7 +154,8 @@ impl Copies {
                 Rc::new(Delivery::new(
                     c.id,
                     self.bytes[c.start..c.ct_end].to_vec(),
-                    self.bytes[c.ct_end..c.end].to_vec(),
+                    self.bytes[c.ct_end..c.event_end].to_vec(),
+                    self.bytes[c.event_end..c.end].to_vec(),
                 ))
             })
             .collect();
@@ -364,19 +391,24 @@ mod tests {
     fn copies_never_grow_under_the_lock() {
         let mut c = Copies::default();
         let id = MsgId { time: 1, tag: 0 };
-        assert_eq!(c.push(id, b"t", b"body"), None, "no room reserved yet");
+        assert_eq!(
+            c.push(id, b"t", b"e", b"body"),
+            None,
+            "no room reserved yet"
+        );
         c.make_room();
         let cap = c.bytes.capacity();
-        assert_eq!(c.push(id, b"t", b"body"), Some(MsgRef::Copy(0)));
+        assert_eq!(c.push(id, b"t", b"e", b"body"), Some(MsgRef::Copy(0)));
         let big = vec![1u8; cap];
-        assert_eq!(c.push(id, b"", &big), None);
+        assert_eq!(c.push(id, b"", b"", &big), None);
         assert_eq!(c.bytes.capacity(), cap, "refused, not reallocated");
         let d = c.take_deliveries();
         assert_eq!((d.len(), d[0].body()), (1, &b"body"[..]));
         assert_eq!(&d[0].content_type[..], b"t");
+        assert_eq!(&d[0].event[..], b"e");
         c.make_room();
         assert!(c.bytes.capacity() >= cap);
-        assert_eq!(c.push(id, b"", &big), Some(MsgRef::Copy(0)));
+        assert_eq!(c.push(id, b"", b"", &big), Some(MsgRef::Copy(0)));
         assert_eq!(c.take_deliveries()[0].body(), &big[..]);
     }
 }

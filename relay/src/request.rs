@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use crate::conf::Role;
 use crate::outcome::{Refusal, LISTENER_METHODS, SENDER_METHODS};
+use crate::transport::{Transport, Transports};
 
 /// The request methods the relay distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,8 +91,9 @@ pub fn sender_op(method: Method, id: Result<(), Refusal>) -> Result<SenderOp, Re
 }
 
 /// The headers of a CORS preflight answer besides the origin, for a
-/// location of `role`.
-pub fn preflight(role: Role) -> [(&'static str, &'static str); 2] {
+/// location of `role` offering `transports` (an EventSource location also
+/// allows `Last-Event-ID`, which browsers send when they reconnect).
+pub fn preflight(role: Role, transports: Transports) -> [(&'static str, &'static str); 2] {
     match role {
         Role::Sender => [
             ("Access-Control-Allow-Methods", SENDER_METHODS),
@@ -101,7 +103,11 @@ pub fn preflight(role: Role) -> [(&'static str, &'static str); 2] {
             ("Access-Control-Allow-Methods", LISTENER_METHODS),
             (
                 "Access-Control-Allow-Headers",
-                "If-None-Match, If-Modified-Since, Origin",
+                if transports.contains(Transport::EventSource) {
+                    "If-None-Match, If-Modified-Since, Last-Event-ID, Origin"
+                } else {
+                    "If-None-Match, If-Modified-Since, Origin"
+                },
             ),
         ],
     }
@@ -163,7 +169,13 @@ mod tests {
 
     #[test]
     fn preflight_headers_per_role() {
-        assert_eq!(preflight(Role::Sender)[0].1, SENDER_METHODS);
-        assert!(preflight(Role::Listener)[1].1.contains("If-None-Match"));
+        let lp = Transports::only(Transport::LongPoll);
+        assert_eq!(preflight(Role::Sender, lp)[0].1, SENDER_METHODS);
+        assert_eq!(
+            preflight(Role::Listener, lp)[1].1,
+            "If-None-Match, If-Modified-Since, Origin"
+        );
+        let es = Transports::only(Transport::EventSource);
+        assert!(preflight(Role::Listener, es)[1].1.contains("Last-Event-ID"));
     }
 }

@@ -14,11 +14,12 @@ use allocator_api2::alloc::Allocator;
 use crate::backend::{Backend, Listen, Listened, Publish, Published, Step};
 use crate::conf::{Concurrency, SenderRules};
 use crate::outcome::{Refusal, Wanted};
+use crate::proto::cursor::Cursor;
 use crate::proto::info::ChannelInfo;
 use crate::registry::{ChanKey, Key};
 use crate::relay::{Answer, Counts, Effects, MsgRef, Relay, Tally};
 use crate::zone::{
-    EventKind, Listen as StoreListen, ListenRules, NewMessage, Store, StoreError, WorkerId,
+    EventKind, Listen as StoreListen, ListenRules, NewMessage, Seq, Store, StoreError, WorkerId,
 };
 
 pub struct ZoneBackend<'a, A: Allocator + Clone> {
@@ -85,7 +86,7 @@ impl<'a, A: Allocator + Clone> ZoneBackend<'a, A> {
             match e.kind {
                 EventKind::Message { id, upto } => match m {
                     Some(m) if relay.wants(chan, id, upto) => {
-                        let msg = fx.copies.push(m.id, &m.content_type, &m.body)?;
+                        let msg = fx.copies.push(m.id, &m.content_type, &m.event, &m.body)?;
                         relay.message(&mut left, chan, id, upto, msg, fx);
                     }
                     Some(_) => {}
@@ -117,29 +118,40 @@ impl<'a, A: Allocator + Clone> ZoneBackend<'a, A> {
     }
 
     /// An event for `chan` was lost: answer its listeners from what the
-    /// store holds now. False when a message did not fit the copy room.
+    /// store holds now. `last` listeners older than the newest one answer
+    /// 409; then every stored message goes through the fan-out as if just
+    /// published (each listener's cursor decides: a poll takes the first it
+    /// admits, a stream all of them). False when a message did not fit the
+    /// copy room.
     fn resync(&mut self, chan: ChanKey, now: u64, fx: &mut Effects) -> bool {
         let Some(c) = self.store.by_serial(chan.hash, chan.serial) else {
             let (mut counts, relay) = self.split(now);
             relay.deleted(&mut counts, chan, fx);
             return true;
         };
-        // Decide with the channel borrowed, then apply.
-        let mut owed: Vec<(Key, Answer)> = Vec::new();
-        for h in self.relay.peek(chan.serial) {
-            if h.yields && h.seq < c.newest_seq() {
-                // A `last` conflict whose event was lost.
-                owed.push((h.key, Answer::Conflict));
-            } else if let Some(m) = c.next_for(&h.cursor, now) {
-                match fx.copies.push(m.id, &m.content_type, &m.body) {
-                    Some(msg) => owed.push((h.key, Answer::Message(msg))),
+        let newest = c.newest_seq();
+        let conflicted: Vec<Key> = self
+            .relay
+            .peek(chan.serial)
+            .iter()
+            .filter(|h| h.yields && h.seq < newest)
+            .map(|h| h.key)
+            .collect();
+        let mut owed = Vec::new();
+        for m in c.backlog(&Cursor::default(), now) {
+            if self.relay.wants(chan, m.id, Seq::MAX) {
+                match fx.copies.push(m.id, &m.content_type, &m.event, &m.body) {
+                    Some(msg) => owed.push((m.id, msg)),
                     None => return false,
                 }
             }
         }
         let (mut counts, relay) = self.split(now);
-        for (key, answer) in owed {
-            relay.end_one(&mut counts, chan, key, answer, fx);
+        for key in conflicted {
+            relay.end_one(&mut counts, chan, key, Answer::Conflict, fx);
+        }
+        for (id, msg) in owed {
+            relay.message(&mut counts, chan, id, Seq::MAX, msg, fx);
         }
         true
     }
@@ -150,9 +162,19 @@ impl<A: Allocator + Clone> Backend for ZoneBackend<'_, A> {
         if !self.take_inbox(req.now, fx) {
             return Step::Retry;
         }
+        let stream = req.transport.is_stream();
+        if stream {
+            // A stream's backlog is copied after it is counted: check the
+            // room first, while nothing has changed.
+            let (n, bytes) = self.store.backlog_size(req.id, &req.cursor, req.now);
+            if !fx.copies.has_room(n, bytes) {
+                return Step::Retry;
+            }
+        }
         let rules = ListenRules {
             concurrency: req.rules.concurrency,
             hold: req.transport.holds(),
+            stream,
             authorized_only: req.rules.authorized_only,
             max_subscribers: req.rules.max_subscribers,
         };
@@ -161,10 +183,12 @@ impl<A: Allocator + Clone> Backend for ZoneBackend<'_, A> {
             .listen(req.id, &req.cursor, &rules, req.now, self.me)
         {
             Err(e) => Err(refusal(e, Wanted::Listener)),
-            Ok(StoreListen::Message(m)) => match fx.copies.push(m.id, &m.content_type, &m.body) {
-                Some(msg) => Ok(Listened::Message(msg)),
-                None => return Step::Retry,
-            },
+            Ok(StoreListen::Message(m)) => {
+                match fx.copies.push(m.id, &m.content_type, &m.event, &m.body) {
+                    Some(msg) => Ok(Listened::Message(msg)),
+                    None => return Step::Retry,
+                }
+            }
             Ok(StoreListen::NotModified) => Ok(Listened::NotModified),
             Ok(StoreListen::Forbidden) => Err(Refusal::Forbidden),
             Ok(StoreListen::Conflict) => Err(Refusal::Conflict),
@@ -175,13 +199,30 @@ impl<A: Allocator + Clone> Backend for ZoneBackend<'_, A> {
                 evict_older,
             }) => {
                 let chan = ChanKey { hash, serial };
-                let (mut counts, relay) = self.split(req.now);
                 if evict_older {
+                    let (mut counts, relay) = self.split(req.now);
                     relay.conflict(&mut counts, chan, seq, fx);
                 }
+                let first = fx.copies.len();
+                let mut cursor = req.cursor;
+                if stream {
+                    let Some(c) = self.store.by_serial(hash, serial) else {
+                        return Step::Ready(Err(Refusal::Internal));
+                    };
+                    for m in c.backlog(&req.cursor, req.now) {
+                        // Room was checked above; the listen may only have
+                        // expired some of what was counted.
+                        let _ = fx.copies.push(m.id, &m.content_type, &m.event, &m.body);
+                        cursor = Cursor::after(m.id);
+                    }
+                }
                 let yields = req.rules.concurrency == Concurrency::Last;
-                let key = relay.hold(chan, seq, req.cursor, yields, req.transport);
-                Ok(Listened::Held { chan, key })
+                let key = self.relay.hold(chan, seq, cursor, yields, req.transport);
+                Ok(Listened::Held {
+                    chan,
+                    key,
+                    backlog: first..fx.copies.len(),
+                })
             }
         };
         self.note_wakes(fx);
@@ -194,6 +235,7 @@ impl<A: Allocator + Clone> Backend for ZoneBackend<'_, A> {
         }
         let p = NewMessage {
             content_type: req.content_type,
+            event: req.event,
             body: req.body,
             now: req.now,
             message_timeout: req.rules.message_timeout,
@@ -349,6 +391,8 @@ mod tests {
             timeout_ms: 0,
             authorized_only: false,
             max_subscribers: 0,
+            ping_ms: 0,
+            max_pending: 1 << 20,
         }
     }
 
@@ -387,6 +431,7 @@ mod tests {
             let req = Publish {
                 id: b"ch",
                 content_type: b"text/plain",
+                event: b"",
                 body,
                 rules: SENDER,
                 now: 10,
@@ -401,7 +446,7 @@ mod tests {
 
     fn held_key(l: Listened) -> (ChanKey, Key) {
         match l {
-            Listened::Held { chan, key } => (chan, key),
+            Listened::Held { chan, key, .. } => (chan, key),
             other => panic!("not held: {other:?}"),
         }
     }
@@ -559,6 +604,7 @@ mod tests {
             let req = Publish {
                 id: b"fill",
                 content_type: b"",
+                event: b"",
                 body: &fill,
                 rules: SenderRules {
                     buffer_length: usize::MAX,
@@ -575,6 +621,80 @@ mod tests {
         assert_eq!(t.on(1).catch_up(10, &mut fb), Step::Ready(()));
         assert_eq!(fb.answers, vec![(old, Answer::Conflict)]);
         assert_eq!(fb.resynced, Some(1), "reported, for the log");
+    }
+
+    #[test]
+    fn a_stream_gets_its_backlog_stays_held_and_takes_every_message() {
+        let mut t = two();
+        let mut fx = roomy();
+        for b in [&b"one"[..], b"two"] {
+            assert!(matches!(t.publish(1, b, &mut fx), Step::Ready(Ok(_))));
+        }
+        let req = Listen {
+            id: b"ch",
+            cursor: Cursor::default(),
+            rules: rules(Concurrency::Broadcast),
+            transport: Transport::EventSource,
+            now: 10,
+        };
+        let mut fa = Effects::default();
+        assert_eq!(
+            t.on(0).listen(&req, &mut fa),
+            Step::Retry,
+            "no room yet: nothing done"
+        );
+        assert_eq!(t.subscribers(), Some(0));
+        fa.copies.make_room();
+        let Step::Ready(Ok(Listened::Held { key, backlog, .. })) = t.on(0).listen(&req, &mut fa)
+        else {
+            panic!()
+        };
+        assert_eq!(backlog, 0..2);
+        let d = fa.copies.take_deliveries();
+        assert_eq!((d[0].body(), d[1].body()), (&b"one"[..], &b"two"[..]));
+        // Two more, from the other worker: both arrive, and it stays held.
+        for b in [&b"three"[..], b"four"] {
+            assert!(matches!(t.publish(1, b, &mut fx), Step::Ready(Ok(_))));
+        }
+        assert_eq!(t.on(0).catch_up(10, &mut fa), Step::Ready(()));
+        assert_eq!(
+            fa.answers,
+            vec![
+                (key, Answer::Message(MsgRef::Copy(0))),
+                (key, Answer::Message(MsgRef::Copy(1)))
+            ]
+        );
+        let d = fa.copies.take_deliveries();
+        assert_eq!((d[0].body(), d[1].body()), (&b"three"[..], &b"four"[..]));
+        assert_eq!(t.subscribers(), Some(1), "a stream stays");
+        // Its cursor moved: a resync would not send them again.
+        t.store.flag_resync(t.ids[0]);
+        fa.answers.clear();
+        assert_eq!(t.on(0).catch_up(10, &mut fa), Step::Ready(()));
+        assert!(fa.answers.is_empty(), "{:?}", fa.answers);
+        // Two more whose events are lost: the resync sends both, in order,
+        // and the stream stays.
+        for b in [&b"five"[..], b"six"] {
+            assert!(matches!(t.publish(1, b, &mut fx), Step::Ready(Ok(_))));
+        }
+        let me = t.ids[0];
+        t.store.drain_inbox(me, 10, |_, _| Some(0));
+        t.store.flag_resync(me);
+        assert_eq!(t.on(0).catch_up(10, &mut fa), Step::Ready(()));
+        let d = fa.copies.take_deliveries();
+        let bodies: Vec<&[u8]> = fa
+            .answers
+            .iter()
+            .map(|(k, a)| {
+                assert_eq!(*k, key);
+                match a {
+                    Answer::Message(MsgRef::Copy(i)) => d[*i as usize].body(),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(bodies, vec![&b"five"[..], b"six"]);
+        assert_eq!(t.subscribers(), Some(1));
     }
 
     #[test]

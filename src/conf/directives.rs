@@ -11,10 +11,11 @@ use core::ptr;
 
 use nginx_sys::{
     ngx_atoi, ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_set_msec_slot, ngx_conf_set_num_slot,
-    ngx_conf_set_sec_slot, ngx_conf_t, ngx_http_core_loc_conf_t, ngx_http_core_module,
-    ngx_http_set_complex_value_slot, ngx_parse_size, ngx_pnalloc, ngx_str_t, ngx_uint_t,
-    NGX_CONF_ANY, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
+    ngx_conf_set_sec_slot, ngx_conf_set_size_slot, ngx_conf_t, ngx_http_core_loc_conf_t,
+    ngx_http_core_module, ngx_http_set_complex_value_slot, ngx_parse_size, ngx_pnalloc, ngx_str_t,
+    ngx_uint_t, NGX_CONF_ANY, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_ERROR,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_SRV_CONF,
 };
 use ngx::http::HttpModuleConfExt;
 use ngx::ngx_string;
@@ -217,7 +218,7 @@ macro_rules! setting {
 }
 
 /// The directive table nginx reads (and never writes).
-pub struct Commands([ngx_command_t; 23]);
+pub struct Commands([ngx_command_t; 25]);
 
 // SAFETY: nginx only reads the table, from its single configuration thread.
 unsafe impl Sync for Commands {}
@@ -395,6 +396,22 @@ pub static COMMANDS: Commands = Commands([
         ngx_conf_set_sec_slot,
         LOC,
         setting!(channel_timeout),
+        0,
+    ),
+    cmd(
+        ngx_string!("push_listener_ping"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        LOC,
+        setting!(ping),
+        0,
+    ),
+    cmd(
+        ngx_string!("push_listener_max_pending"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        LOC,
+        setting!(max_pending),
         0,
     ),
     cmd(

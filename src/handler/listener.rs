@@ -7,11 +7,13 @@ use push_relay::conf::Role;
 use push_relay::outcome::Level;
 use push_relay::relay::MsgRef;
 use push_relay::request::{listener_op, ListenerOp};
-use push_relay::transport::Transport;
+use push_relay::transport::{choose, Transport};
 
 use crate::conf;
 use crate::http::request::Req;
-use crate::runtime::{ops, parked, worker};
+use crate::runtime::parked::{self, Parking};
+use crate::runtime::{ops, worker};
+use crate::transport::{eventsource, websocket};
 
 const ERROR: ngx_int_t = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
 
@@ -39,7 +41,7 @@ fn listen(req: Req<'_>) -> ngx_int_t {
         }
         (Ok(ListenerOp::Options), _) => {
             let _ = req.discard_body();
-            return req.preflight(Role::Listener, origin);
+            return req.preflight(Role::Listener, lcf.settings.transports(), origin);
         }
         (Ok(ListenerOp::Listen), Ok(id)) => id,
         (Ok(ListenerOp::Listen), Err(_)) => return ERROR,
@@ -51,15 +53,17 @@ fn listen(req: Req<'_>) -> ngx_int_t {
         return req.not_modified(origin);
     }
     let rules = lcf.settings.listener();
-    // A subrequest (SSI, auth_request) cannot be held: it is answered at
-    // once, like interval-poll.
-    let transport = match rules.transports.poll() {
-        Some(t) if req.is_main() => t,
-        _ => Transport::IntervalPoll,
+    let transport = match choose(rules.transports, req.method(), &req.hints()) {
+        Ok(t) => t,
+        Err(refusal) => return req.refuse(refusal.reply(), Some(origin)),
     };
     let ask = Listen {
         id: &id,
-        cursor: req.cursor(),
+        cursor: if transport.is_stream() {
+            req.stream_cursor()
+        } else {
+            req.cursor()
+        },
         rules,
         transport,
         now: worker::now(),
@@ -68,13 +72,49 @@ fn listen(req: Req<'_>) -> ngx_int_t {
         return ERROR;
     };
     match out {
-        Ok(Listened::Held { chan, key }) => {
-            // Parked before the answers the listen produced (older
-            // listeners it ended) are written.
-            let parked = parked::park(req, key, chan, transport, origin, rules.timeout_ms);
-            ops::finish(fx, None);
-            if parked.is_err() {
+        Ok(Listened::Held { chan, key, backlog }) => {
+            let parking = Parking {
+                key,
+                chan,
+                transport,
+                origin,
+                timeout_ms: if transport.is_stream() {
+                    0
+                } else {
+                    rules.timeout_ms
+                },
+                stream: core::ptr::null_mut(),
+                release: None,
+            };
+            // Parked (a poll) or started (a stream) before the answers the
+            // listen produced (older listeners it ended) are written.
+            let started = match transport {
+                Transport::EventSource | Transport::WebSocket => {
+                    let msgs = ops::finish(fx, None);
+                    let backlog = msgs
+                        .get(backlog.start as usize..backlog.end as usize)
+                        .unwrap_or(&[]);
+                    match transport {
+                        Transport::EventSource => eventsource::start(req, parking, &rules, backlog),
+                        _ => websocket::start(
+                            req,
+                            parking,
+                            &rules,
+                            req.header(b"Sec-WebSocket-Key").unwrap_or(b""),
+                            req.header(b"Sec-WebSocket-Protocol"),
+                            backlog,
+                        ),
+                    }
+                }
+                _ => {
+                    let parked = parked::park(req, parking);
+                    ops::finish(fx, None);
+                    parked
+                }
+            };
+            if started.is_err() {
                 ops::forget(chan, key);
+                worker::with(|w| w.parked.remove(key));
                 req.log(
                     Level::Error,
                     "cannot hold a listener: no memory in its request pool",

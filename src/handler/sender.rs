@@ -13,6 +13,7 @@ use push_relay::conf::Role;
 use push_relay::delivery::{is_message_http, Delivery};
 use push_relay::outcome::{Level, Refusal};
 use push_relay::proto::msghttp;
+use push_relay::proto::text::is_token;
 use push_relay::request::{sender_op, SenderOp};
 
 use crate::conf;
@@ -44,7 +45,11 @@ fn send(req: Req<'_>) -> ngx_int_t {
         }
         (Ok(SenderOp::Options), _) => {
             let _ = req.discard_body();
-            return req.preflight(Role::Sender, req.allow_origin(lcf));
+            return req.preflight(
+                Role::Sender,
+                lcf.settings.transports(),
+                req.allow_origin(lcf),
+            );
         }
         (Ok(op), Ok(id)) => (op, id),
         (Ok(_), Err(_)) => return ERROR,
@@ -107,9 +112,16 @@ fn publish(req: Req<'_>) -> ngx_int_t {
             return req.refuse(Refusal::BadMessage(e).reply(), None);
         }
     }
+    // Named events for EventSource listeners: a token, checked here so a
+    // stream can never be split by it.
+    let event = req.header(b"X-EventSource-Event").unwrap_or(b"");
+    if !event.is_empty() && !is_token(event) {
+        return req.refuse(Refusal::BadEventName.reply(), None);
+    }
     let p = Publish {
         id,
         content_type,
+        event,
         body: &body,
         rules: lcf.settings.sender(),
         now: worker::now(),
@@ -121,6 +133,7 @@ fn publish(req: Req<'_>) -> ngx_int_t {
         Ok(posted) if ops::wants_published(&fx) => Some(Rc::new(Delivery::new(
             posted.id,
             content_type.to_vec(),
+            event.to_vec(),
             body,
         ))),
         _ => None,

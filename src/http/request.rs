@@ -9,15 +9,17 @@ use core::ptr::NonNull;
 use std::borrow::Cow;
 
 use nginx_sys::{
-    ngx_http_discard_request_body, ngx_http_get_indexed_variable,
-    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_read_file,
-    ngx_table_elt_t, ngx_uint_t, NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_OPTIONS,
-    NGX_HTTP_POST, NGX_HTTP_PUT, NGX_OK,
+    ngx_http_arg, ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_discard_request_body,
+    ngx_http_get_indexed_variable, ngx_http_read_client_request_body, ngx_http_request_t,
+    ngx_int_t, ngx_pcalloc, ngx_read_file, ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_HTTP_DELETE,
+    NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_OPTIONS, NGX_HTTP_POST, NGX_HTTP_PUT,
+    NGX_HTTP_VERSION_11, NGX_HTTP_VERSION_20, NGX_OK,
 };
 use ngx::http::Request;
 use push_relay::outcome::Refusal;
 use push_relay::proto::cursor::Cursor;
 use push_relay::request::{channel_id, Method};
+use push_relay::transport::Hints;
 
 use crate::conf::{LocConf, MainConf, Origin};
 use crate::slots;
@@ -129,6 +131,59 @@ impl<'r> Req<'r> {
         Cursor::from_headers(self.if_modified_since(), self.if_none_match())
     }
 
+    /// Where a stream starts (`Last-Event-ID`, `?last_event_id=`, then the
+    /// cursor headers).
+    pub fn stream_cursor(&self) -> Cursor {
+        Cursor::for_stream(
+            self.header(b"Last-Event-ID"),
+            self.arg(b"last_event_id"),
+            self.if_modified_since(),
+            self.if_none_match(),
+        )
+    }
+
+    /// A query argument's raw (still percent-encoded) value.
+    pub fn arg(&self, name: &[u8]) -> Option<&'r [u8]> {
+        let mut v = ngx_str_t::default();
+        // SAFETY: a live request; nginx points `v` into its args.
+        let rc = unsafe { ngx_http_arg(self.raw(), name.as_ptr().cast_mut(), name.len(), &mut v) };
+        if rc != NGX_OK as ngx_int_t || v.len == 0 {
+            return None;
+        }
+        // SAFETY: the value lies in the request line, which lives as long as
+        // the request.
+        Some(unsafe { core::slice::from_raw_parts(v.data, v.len) })
+    }
+
+    /// What the request says about the transport it wants.
+    pub fn hints(&self) -> Hints<'r> {
+        let version = self.get().http_version as u32;
+        Hints {
+            http11: version == NGX_HTTP_VERSION_11,
+            http2: version >= NGX_HTTP_VERSION_20,
+            main: self.is_main(),
+            accept: self.header(b"Accept"),
+            upgrade: self.header(b"Upgrade"),
+            connection: self.header(b"Connection"),
+            ws_version: self.header(b"Sec-WebSocket-Version"),
+            ws_key: self.header(b"Sec-WebSocket-Key"),
+        }
+    }
+
+    /// The location's `default_type`.
+    pub fn default_type(&self) -> &'r [u8] {
+        // SAFETY: the core module's location configuration of this request,
+        // which outlives it.
+        unsafe {
+            let clcf = *self
+                .get()
+                .loc_conf
+                .add((*core::ptr::addr_of!(ngx_http_core_module)).ctx_index)
+                as *const ngx_http_core_loc_conf_t;
+            clcf.as_ref().map_or(&[], |c| c.default_type.as_bytes())
+        }
+    }
+
     /// An indexed variable's value, if set.
     fn variable(&self, index: ngx_int_t) -> Option<&'r [u8]> {
         if index < 0 {
@@ -168,6 +223,47 @@ impl<'r> Req<'r> {
         match lcf.allow_origin() {
             Origin::Star => Some(b"*"),
             Origin::Value(cv) => self.complex(cv).filter(|v| !v.is_empty()),
+        }
+    }
+
+    /// Move `value` into the request's pool. nginx frees the memory with
+    /// the pool but drops nothing: the caller drops it in place (a release
+    /// hook run as the request goes).
+    pub fn keep<T>(&self, value: T) -> Option<&'r mut T> {
+        // SAFETY: an allocation from the live request's pool, aligned for any
+        // type (NGX_ALIGNMENT), written before the reference is made.
+        unsafe {
+            let p = ngx_pcalloc(self.get().pool, core::mem::size_of::<T>()).cast::<T>();
+            if p.is_null() {
+                return None;
+            }
+            p.write(value);
+            Some(&mut *p)
+        }
+    }
+
+    /// What nginx read past this request's headers (a client that sent
+    /// WebSocket frames right behind its upgrade).
+    pub fn header_leftover(&self) -> &'r [u8] {
+        // SAFETY: null, or the request's header buffer with [pos, last) read
+        // from the client and not yet parsed.
+        unsafe {
+            match self.get().header_in.as_ref() {
+                Some(b) if !b.pos.is_null() && b.last > b.pos => {
+                    core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize)
+                }
+                _ => &[],
+            }
+        }
+    }
+
+    /// Mark `header_leftover` as consumed.
+    pub fn consume_header_leftover(&self) {
+        // SAFETY: as above; only `pos` moves, to `last`.
+        unsafe {
+            if let Some(b) = self.get().header_in.as_mut() {
+                b.pos = b.last;
+            }
         }
     }
 

@@ -22,6 +22,7 @@ use push_relay::delivery::Delivery;
 use push_relay::outcome::{Level, Reply};
 use push_relay::proto::info::{render, ChannelInfo, InfoFormat};
 use push_relay::request::preflight;
+use push_relay::transport::Transports;
 
 use super::request::Req;
 
@@ -87,7 +88,7 @@ impl<'r> Req<'r> {
     }
 
     /// `ct` outlives the request; empty: the location's `default_type`.
-    fn set_content_type(&self, ct: &'r [u8]) -> Option<()> {
+    pub fn set_content_type(&self, ct: &'r [u8]) -> Option<()> {
         if ct.is_empty() {
             // SAFETY: a live request whose header is not sent.
             let rc = unsafe { ngx_http_set_content_type(self.raw()) };
@@ -101,6 +102,12 @@ impl<'r> Req<'r> {
         out.content_type_len = ct.len();
         out.content_type_lowcase = ptr::null_mut();
         Some(())
+    }
+
+    /// Send the response header (a stream's body follows later).
+    pub fn send_header(&self) -> ngx_int_t {
+        // SAFETY: a live request whose header has not been sent.
+        unsafe { ngx_http_send_header(self.raw()) }
     }
 
     /// Send the header, then `body` unless this is a HEAD request; `body`
@@ -146,7 +153,7 @@ impl<'r> Req<'r> {
 
     /// Keep `d` alive as long as the request (its headers and body are
     /// read from it, not copied).
-    fn keep(&self, d: &Rc<Delivery>) -> Option<&'r Delivery> {
+    fn keep_delivery(&self, d: &Rc<Delivery>) -> Option<&'r Delivery> {
         // SAFETY: a pool cleanup of the live request, run once when the pool
         // goes; it drops the reference taken here.
         unsafe {
@@ -164,7 +171,7 @@ impl<'r> Req<'r> {
     /// `200` with the message and its cursor (or the status and headers of
     /// an embedded `message/http` response).
     pub fn message(&self, d: &Rc<Delivery>, origin: Option<&'r [u8]>) -> ngx_int_t {
-        let Some(d) = self.keep(d) else {
+        let Some(d) = self.keep_delivery(d) else {
             return NGX_ERROR as ngx_int_t;
         };
         match self.message_headers(d, origin) {
@@ -237,8 +244,8 @@ impl<'r> Req<'r> {
             if let Some(origin) = cors {
                 self.cors(origin)?;
             }
-            if let Some(allow) = reply.allow {
-                self.add_header(b"Allow", allow.as_bytes())?;
+            if let Some((name, value)) = reply.header {
+                self.add_header(name.as_bytes(), value.as_bytes())?;
             }
             Some(())
         })();
@@ -275,8 +282,14 @@ impl<'r> Req<'r> {
         self.dynamic(status, fmt.content_type(), &render(info, fmt))
     }
 
-    /// `200` to a CORS preflight on a location of `role`.
-    pub fn preflight(&self, role: Role, origin: Option<&'r [u8]>) -> ngx_int_t {
+    /// `200` to a CORS preflight on a location of `role` offering
+    /// `transports`.
+    pub fn preflight(
+        &self,
+        role: Role,
+        transports: Transports,
+        origin: Option<&'r [u8]>,
+    ) -> ngx_int_t {
         if let Some(o) = origin {
             let mut ok = self.add_header(b"Access-Control-Allow-Origin", o).is_some();
             if role == Role::Listener {
@@ -284,7 +297,7 @@ impl<'r> Req<'r> {
                     .add_header(b"Access-Control-Expose-Headers", b"Etag, Last-Modified")
                     .is_some();
             }
-            for (k, v) in preflight(role) {
+            for (k, v) in preflight(role, transports) {
                 ok &= self.add_header(k.as_bytes(), v.as_bytes()).is_some();
             }
             if !ok {

@@ -50,6 +50,10 @@ pub struct HeldCtx {
     /// `push_allow_origin` evaluated at arrival, in the request's pool.
     origin: ngx_str_t,
     has_origin: bool,
+    /// A stream's state (its transport's), and how to release it when the
+    /// request goes.
+    pub stream: *mut c_void,
+    release: Option<unsafe fn(*mut c_void)>,
 }
 
 impl HeldCtx {
@@ -78,17 +82,32 @@ pub fn ctx(req: Req<'_>) -> Option<HeldCtx> {
     req.ctx::<HeldCtx>()
 }
 
-/// Park `req`, held in the relay as `key` on `chan`: the module answers it
-/// later. On failure nothing of it is left in this worker's table, and the
-/// caller must forget it in the relay.
-pub fn park(
-    req: Req<'_>,
-    key: Key,
-    chan: ChanKey,
-    transport: Transport,
-    origin: Option<&[u8]>,
-    timeout_ms: u64,
-) -> Result<(), ()> {
+/// What parking a request needs.
+pub struct Parking<'a> {
+    pub key: Key,
+    pub chan: ChanKey,
+    pub transport: Transport,
+    pub origin: Option<&'a [u8]>,
+    /// `push_listener_timeout` of a poll (a stream keeps its own timer).
+    pub timeout_ms: u64,
+    /// A stream's state, released by `release` when the request goes.
+    pub stream: *mut c_void,
+    pub release: Option<unsafe fn(*mut c_void)>,
+}
+
+/// Park `req`, held in the relay as `p.key` on `p.chan`: the module
+/// answers it later. On failure nothing of it is left in this worker's
+/// table, and the caller must forget it in the relay.
+pub fn park(req: Req<'_>, p: Parking<'_>) -> Result<(), ()> {
+    let Parking {
+        key,
+        chan,
+        transport,
+        origin,
+        timeout_ms,
+        stream,
+        release,
+    } = p;
     if faults::park_fails() {
         return Err(());
     }
@@ -119,6 +138,8 @@ pub fn park(
             data: o.as_ptr().cast_mut(),
         }),
         has_origin: origin.is_some(),
+        stream,
+        release,
     };
     req.set_ctx(held).ok_or(())?;
     // SAFETY: the cleanup just added; the timer event is ours, in the
@@ -154,6 +175,11 @@ unsafe extern "C" fn cleanup(data: *mut c_void) {
     ctx.cancel_timer();
     with(|w| w.parked.remove(ctx.key));
     ops::forget(ctx.chan, ctx.key);
+    if let Some(release) = ctx.release {
+        // SAFETY: the stream state its transport registered with `park`,
+        // released once, here, as the request goes.
+        unsafe { release(ctx.stream) };
+    }
 }
 
 /// `push_listener_timeout` passed.

@@ -1,9 +1,13 @@
 //! Listener transports: how a held listener is handed what the relay
 //! decided for it. The relay hands "a held listener of transport T" an
 //! [`Out`]; each transport writes it its own way. Long-poll answers once
-//! and finishes the request; only it assumes that.
+//! and finishes the request; only it assumes that. EventSource and
+//! WebSocket stay open and share the output queue of `stream`.
 
+pub mod eventsource;
 pub mod longpoll;
+pub mod stream;
+pub mod websocket;
 
 use push_relay::registry::Key;
 use push_relay::transport::Transport;
@@ -28,5 +32,15 @@ pub fn deliver(key: Key, out: Out<'_>) {
     };
     match ctx.transport {
         Transport::LongPoll | Transport::IntervalPoll => longpoll::answer(req, &ctx, out),
+        Transport::EventSource => {
+            if let Some(s) = stream::of(req) {
+                eventsource::deliver(req, &ctx, s, out);
+            }
+        }
+        Transport::WebSocket => {
+            if let Some(ws) = websocket::of(req) {
+                websocket::deliver(req, &ctx, ws, out);
+            }
+        }
     }
 }

@@ -38,6 +38,18 @@ impl MsgId {
     }
 }
 
+impl MsgId {
+    /// Parse `time:tag` (a `Last-Event-ID`): decimal numbers that fit, and
+    /// nothing else.
+    pub fn parse(s: &[u8]) -> Option<MsgId> {
+        let s = trim(s);
+        let colon = s.iter().position(|&c| c == b':')?;
+        let time = digits(&s[..colon])?;
+        let tag = u32::try_from(digits(&s[colon + 1..])?).ok()?;
+        Some(MsgId { time, tag })
+    }
+}
+
 /// `time:tag`, the form used in channel info bodies.
 impl fmt::Display for MsgId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,6 +77,23 @@ impl Cursor {
         }
     }
 
+    /// Where a stream starts: `Last-Event-ID`, else the `last_event_id`
+    /// query argument (percent-encoded as it came), else the poll headers.
+    /// An id that does not parse counts as absent.
+    pub fn for_stream(
+        last_event_id: Option<&[u8]>,
+        query_arg: Option<&[u8]>,
+        if_modified_since: Option<&[u8]>,
+        if_none_match: Option<&[u8]>,
+    ) -> Cursor {
+        let mut buf = [0u8; 48];
+        last_event_id
+            .and_then(MsgId::parse)
+            .or_else(|| query_arg.and_then(|a| MsgId::parse(percent_decode(a, &mut buf)?)))
+            .map(Cursor::after)
+            .unwrap_or_else(|| Cursor::from_headers(if_modified_since, if_none_match))
+    }
+
     /// The cursor just past message `id`.
     pub fn after(id: MsgId) -> Cursor {
         Cursor {
@@ -89,6 +118,33 @@ impl Cursor {
             }
         }
     }
+}
+
+/// `%XX`-decode a short query value into `buf`; `None` if it is malformed
+/// or longer than `buf`.
+fn percent_decode<'b>(s: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let (mut i, mut n) = (0, 0);
+    while i < s.len() {
+        let b = match s[i] {
+            b'%' => {
+                let v = hex(*s.get(i + 1)?)? << 4 | hex(*s.get(i + 2)?)?;
+                i += 3;
+                v
+            }
+            b'+' => {
+                i += 1;
+                b' '
+            }
+            c => {
+                i += 1;
+                c
+            }
+        };
+        *buf.get_mut(n)? = b;
+        n += 1;
+    }
+    Some(&buf[..n])
 }
 
 // ---------------------------------------------------------------------------
@@ -760,6 +816,68 @@ mod tests {
         ] {
             assert_eq!(parse_etag(bad), None, "{:?}", core::str::from_utf8(bad));
         }
+    }
+
+    #[test]
+    fn last_event_id_parses_exactly() {
+        assert_eq!(
+            MsgId::parse(b"1764170000:3"),
+            Some(MsgId {
+                time: 1_764_170_000,
+                tag: 3
+            })
+        );
+        assert_eq!(MsgId::parse(b" 5:0 "), Some(MsgId { time: 5, tag: 0 }));
+        for bad in [
+            &b""[..],
+            b":",
+            b"5",
+            b"5:",
+            b":5",
+            b"a:1",
+            b"5:1:2",
+            b"5:-1",
+            b"5:4294967296",
+            b"18446744073709551616:0",
+            b"\xff",
+        ] {
+            assert_eq!(MsgId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stream_cursor_sources_in_order() {
+        let after = |t, g| Cursor::after(MsgId { time: t, tag: g });
+        let date = b"Wed, 26 Nov 2025 15:13:20 GMT";
+        assert_eq!(
+            Cursor::for_stream(Some(b"7:1"), Some(b"9:9"), None, None),
+            after(7, 1)
+        );
+        assert_eq!(
+            Cursor::for_stream(None, Some(b"9%3A2"), None, None),
+            after(9, 2)
+        );
+        assert_eq!(
+            Cursor::for_stream(None, Some(b"9:2"), None, None),
+            after(9, 2)
+        );
+        // Garbage counts as absent: the next source decides.
+        assert_eq!(
+            Cursor::for_stream(Some(b"junk"), Some(b"9%3a2"), None, None),
+            after(9, 2)
+        );
+        assert_eq!(
+            Cursor::for_stream(Some(b"junk"), Some(b"%zz"), Some(date), Some(b"\"4\"")),
+            after(1_764_170_000, 4)
+        );
+        assert_eq!(
+            Cursor::for_stream(Some(b"1:99999999999"), None, None, None),
+            Cursor::default()
+        );
+        assert_eq!(
+            Cursor::for_stream(None, Some(&[b'1'; 60]), None, None),
+            Cursor::default()
+        );
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Message<A: Allocator> {
     /// Other workers that were told about it and have not fetched it yet.
     pending: u32,
     pub content_type: Vec<u8, A>,
+    /// The sender's `X-EventSource-Event`; empty = none.
+    pub event: Vec<u8, A>,
     pub body: Vec<u8, A>,
 }
 
@@ -113,6 +115,18 @@ impl<A: Allocator + Clone> Channel<A> {
 
     pub fn stored_len(&self) -> usize {
         self.stored.len()
+    }
+
+    /// Every stored, unexpired message the cursor admits, oldest first (a
+    /// stream's backlog).
+    pub fn backlog<'c>(
+        &'c self,
+        cursor: &'c Cursor,
+        now: u64,
+    ) -> impl Iterator<Item = &'c Message<A>> + 'c {
+        self.stored
+            .iter()
+            .filter(move |m| !m.expired(now) && cursor.admits(m.id))
     }
 
     /// The first stored, unexpired message the cursor admits.
@@ -248,6 +262,9 @@ pub struct Wake {
 pub struct ListenRules {
     pub concurrency: Concurrency,
     pub hold: bool,
+    /// A stream: held even when stored messages are there (they are its
+    /// backlog), never answered with one.
+    pub stream: bool,
     pub authorized_only: bool,
     pub max_subscribers: u32,
 }
@@ -275,6 +292,7 @@ pub enum Listen<'a, A: Allocator> {
 /// Options of one publish.
 pub struct NewMessage<'a> {
     pub content_type: &'a [u8],
+    pub event: &'a [u8],
     pub body: &'a [u8],
     pub now: u64,
     /// Seconds a stored message lives; 0 = forever.
@@ -364,6 +382,19 @@ impl<A: Allocator + Clone> Store<A> {
             cur = c.next.as_deref();
         }
         None
+    }
+
+    /// How many stored messages a stream starting at `cursor` would get
+    /// at once, and their bytes (type, event name and body).
+    pub fn backlog_size(&self, id: &[u8], cursor: &Cursor, now: u64) -> (usize, usize) {
+        self.find(id).map_or((0, 0), |c| {
+            c.backlog(cursor, now).fold((0, 0), |(n, b), m| {
+                (
+                    n + 1,
+                    b + m.content_type.len() + m.event.len() + m.body.len(),
+                )
+            })
+        })
     }
 
     pub fn find(&self, id: &[u8]) -> Option<&Channel<A>> {
@@ -707,7 +738,7 @@ impl<A: Allocator + Clone> Store<A> {
             return Ok(Listen::Forbidden);
         }
         c.expire(now);
-        if c.next_for(cursor, now).is_some() {
+        if !rules.stream && c.next_for(cursor, now).is_some() {
             let c = self
                 .by_serial(hash, serial)
                 .ok_or(StoreError::Inconsistent)?;
@@ -798,6 +829,7 @@ impl<A: Allocator + Clone> Store<A> {
                 },
                 pending: remote,
                 content_type: copy_in(p.content_type, alloc.clone())?,
+                event: copy_in(p.event, alloc.clone())?,
                 body: copy_in(p.body, alloc.clone())?,
             });
             c.stored.try_reserve(1).map_err(|_| NoMemory)?;
@@ -953,6 +985,7 @@ mod tests {
     const HOLD_LAST: ListenRules = ListenRules {
         concurrency: Concurrency::Last,
         hold: true,
+        stream: false,
         authorized_only: false,
         max_subscribers: 0,
     };
@@ -960,6 +993,7 @@ mod tests {
     fn pubopts<'a>(body: &'a [u8], now: u64, w: WorkerId) -> NewMessage<'a> {
         NewMessage {
             content_type: b"text/plain",
+            event: b"",
             body,
             now,
             message_timeout: 0,
@@ -1016,6 +1050,33 @@ mod tests {
             s.find(b"ch").unwrap().last_id(),
             Some(MsgId { time: 100, tag: 2 })
         );
+    }
+
+    #[test]
+    fn a_stream_is_held_with_its_backlog() {
+        let mut s = store();
+        let w = s.register_worker(1, 1).unwrap();
+        for (i, b) in [b"a", b"b", b"c"].into_iter().enumerate() {
+            let mut p = pubopts(b, 100 + i as u64, w);
+            p.event = b"tick";
+            s.publish(b"ch", &p).unwrap();
+        }
+        let after_a = Cursor::after(MsgId { time: 100, tag: 0 });
+        assert_eq!(s.backlog_size(b"ch", &after_a, 200), (2, 2 * (10 + 4 + 1)));
+        let stream = ListenRules {
+            stream: true,
+            concurrency: Concurrency::Broadcast,
+            ..HOLD_LAST
+        };
+        let Listen::Hold { hash, serial, .. } = s.listen(b"ch", &after_a, &stream, 200, w).unwrap()
+        else {
+            panic!("a stream is held")
+        };
+        let c = s.by_serial(hash, serial).unwrap();
+        let got: Vec<&[u8]> = c.backlog(&after_a, 200).map(|m| &m.body[..]).collect();
+        assert_eq!(got, vec![&b"b"[..], b"c"]);
+        assert!(c.backlog(&after_a, 200).all(|m| &m.event[..] == b"tick"));
+        assert_eq!(c.held(), 1);
     }
 
     #[test]
