@@ -8,8 +8,9 @@ use core::ffi::c_void;
 use std::rc::Rc;
 
 use nginx_sys::{
-    ngx_handle_read_event, ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_tcp_nodelay, ngx_uint_t,
-    NGX_AGAIN, NGX_ERROR, NGX_HTTP_SWITCHING_PROTOCOLS, NGX_OK,
+    ngx_handle_read_event, ngx_http_request_t, ngx_http_send_special, ngx_int_t, ngx_str_t,
+    ngx_tcp_nodelay, ngx_uint_t, NGX_AGAIN, NGX_ERROR, NGX_HTTP_FLUSH,
+    NGX_HTTP_SWITCHING_PROTOCOLS, NGX_OK,
 };
 use push_relay::conf::ListenerRules;
 use push_relay::delivery::Delivery;
@@ -102,8 +103,16 @@ fn handshake(req: Req<'_>, key: &[u8], meta: bool) -> Option<()> {
     if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
         return None;
     }
-    // SAFETY: the live request's connection.
-    unsafe { ngx_tcp_nodelay(req.get().connection) };
+    // The header alone would wait for more output (postpone_output).
+    // SAFETY: a live request whose header was just sent; the connection is
+    // the request's.
+    unsafe {
+        if ngx_http_send_special(req.raw(), NGX_HTTP_FLUSH as ngx_uint_t) == NGX_ERROR as ngx_int_t
+        {
+            return None;
+        }
+        ngx_tcp_nodelay(req.get().connection);
+    }
     Some(())
 }
 
@@ -259,7 +268,11 @@ fn handle(req: Req<'_>, ctx: &HeldCtx, ws: &mut Ws, events: &mut Vec<Incoming>) 
             }
             Incoming::Close(code) => {
                 ops::forget(ctx.chan, ctx.key);
-                let reply = close_frame(code.unwrap_or(1000)).to_vec();
+                // Echo the client's code; none for none.
+                let reply = match code {
+                    Some(code) => close_frame(code).to_vec(),
+                    None => vec![0x80 | op::CLOSE, 0],
+                };
                 let ptr = reply.as_ptr();
                 // SAFETY: as above.
                 let bytes = unsafe { core::slice::from_raw_parts(ptr, reply.len()) };

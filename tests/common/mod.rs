@@ -6,6 +6,8 @@
 //! hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod stream;
+
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -1349,6 +1351,12 @@ impl Conn {
         };
         assert_eq!(rc, 0, "setsockopt SO_LINGER");
         drop(self);
+    }
+
+    /// The socket and whatever was read from it but not consumed (for a
+    /// stream client that takes over a connection in a known worker).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf)
     }
 
     /// Closes with FIN (orderly).
