@@ -13,6 +13,8 @@ nginx=$(ls -t target/debug/build/nginx-sys-*/out/objs/nginx | head -n 1)
 prefix=$top/target/run
 mkdir -p "$prefix/logs"
 touch "$prefix/logs/error.log" "$prefix/logs/access.log"
+# The browser demo's page (nginx-conf/demo.conf serves it from the prefix).
+ln -sfn "$top/nginx-conf/demo" "$prefix/demo"
 conf=${1:-$top/nginx-conf/nginx.conf}
 "$nginx" -p "$prefix" -c "$conf" -t -q -g "load_module $top/target/debug/libngx_http_push.so;"
 echo "nginx: listeners on http://localhost:8088/?channel=NAME, senders on http://localhost:8089/?channel=NAME" >&2

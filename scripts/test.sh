@@ -4,7 +4,11 @@
 # packaged nginx, relaying in /usr/sbin/nginx.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh
+# The browser tests drive Debian's headless Chromium; nchan's client (for
+# the compatibility test) comes from the npm registry.
+pkgs=(chromium chromium-driver)
+command -v npm >/dev/null || pkgs+=(npm)
+scripts/deps.sh "${pkgs[@]}"
 cargo build
 cargo test
 scripts/test-distro.sh

@@ -6,6 +6,7 @@
 //! hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod stream;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -223,6 +224,12 @@ pub struct Conf {
     pub load_module: bool,
     /// Add `reuseport` to the listen directives.
     pub reuseport: bool,
+    /// A whole configuration file (an example of the repository) instead of
+    /// the generated one: its `listen` ports 8088 and 8089 become the test's
+    /// ports, the module is loaded, nginx stays in the foreground.
+    pub whole: Option<String>,
+    /// Symbolic links made in the prefix before start (name, target).
+    pub links: Vec<(String, PathBuf)>,
 }
 
 impl Conf {
@@ -238,7 +245,29 @@ impl Conf {
             raw_http: None,
             load_module: true,
             reuseport: false,
+            whole: None,
+            links: Vec::new(),
         }
+    }
+
+    /// The repository's example configuration `path` (relative to the
+    /// repository), on the test's ports.
+    pub fn example(path: &str) -> Conf {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+            .unwrap_or_else(|e| panic!("read {path}: {e}"));
+        Conf {
+            whole: Some(text),
+            ..Conf::new(1)
+        }
+    }
+
+    /// Link `name` in the prefix to `target` (relative to the repository).
+    pub fn link(mut self, name: &str, target: &str) -> Conf {
+        self.links.push((
+            name.to_string(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(target),
+        ));
+        self
     }
     /// Appends http-level directives.
     pub fn http(mut self, s: &str) -> Conf {
@@ -298,6 +327,15 @@ impl Conf {
 
     /// Renders the configuration for `prefix` and `ports` (at least 2).
     pub fn render(&self, prefix: &Path, ports: &[u16]) -> String {
+        if let Some(whole) = &self.whole {
+            return format!(
+                "daemon off;\nmaster_process on;\nload_module {};\n{}",
+                module_so().display(),
+                whole
+                    .replace(":8088;", &format!(":{};", ports[0]))
+                    .replace(":8089;", &format!(":{};", ports[1]))
+            );
+        }
         let p = prefix.display();
         let rp = if self.reuseport { " reuseport" } else { "" };
         let mut s = String::new();
@@ -489,6 +527,10 @@ impl Nginx {
             let text = conf.render(dir.path(), &ports);
             let conf_path = dir.path().join("conf").join("nginx.conf");
             std::fs::write(&conf_path, &text).expect("write nginx.conf");
+            for (name, target) in &conf.links {
+                std::os::unix::fs::symlink(target, dir.path().join(name))
+                    .expect("link in the prefix");
+            }
             let stderr = std::fs::File::create(dir.path().join("logs").join("stderr.log"))
                 .expect("create stderr.log");
             let child = Command::new(nginx_bin())
@@ -555,7 +597,7 @@ impl Nginx {
     }
 
     fn all_ports_answer(&self, master: i32) -> bool {
-        let raw = self.conf.raw_http.is_some();
+        let raw = self.conf.raw_http.is_some() || self.conf.whole.is_some();
         for (i, &port) in self.ports.iter().enumerate() {
             let Ok(mut c) = Conn::try_open(port) else {
                 return false;
@@ -803,7 +845,7 @@ impl Nginx {
         let master = self.master_pid();
         assert!(master > 0 && send_signal(master, SIGHUP), "SIGHUP failed");
         let ports = self.ports.clone();
-        let raw = self.conf.raw_http.is_some();
+        let raw = self.conf.raw_http.is_some() || self.conf.whole.is_some();
         wait_until(Duration::from_secs(20), "new workers after reload", || {
             let live = self.live_worker_pids();
             let fresh: BTreeSet<i32> = live.difference(&old).copied().collect();
