@@ -185,6 +185,7 @@ pub struct Client<T> {
     phase: Phase,
     /// Handshake replies still expected.
     handshake: usize,
+    /// The namespaces' markers, kept across connections.
     markers: Vec<u64>,
     /// The connection must be dropped.
     broken: bool,
@@ -298,6 +299,8 @@ impl<T> Client<T> {
         }
         for i in 0..self.cfg.markers.len() {
             let key = self.cfg.markers[i].clone();
+            let known = self.markers.get(i).copied().unwrap_or(0);
+            let floor = if known > 0 { known + 1 } else { 0 };
             self.tx.push(
                 What::Marker(i),
                 &[
@@ -305,6 +308,7 @@ impl<T> Client<T> {
                     Arg::B(Script::Marker.source().as_bytes()),
                     Arg::U(1),
                     Arg::B(&key),
+                    Arg::U(floor),
                 ],
             );
             self.handshake += 1;
@@ -570,8 +574,11 @@ impl<T> Client<T> {
             },
             What::Marker(i) => match (&err, marker_reply(frame)) {
                 (None, Ok(v)) => {
+                    // Never below what this worker saw before: a marker
+                    // made again lower (by a worker that did not know the
+                    // old one) still starts new ids after the old ones.
                     if let Some(m) = markers.get_mut(i) {
-                        *m = v;
+                        *m = if v >= *m { v } else { *m + 1 };
                     }
                     *handshake = handshake.saturating_sub(1);
                 }

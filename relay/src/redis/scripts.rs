@@ -14,7 +14,7 @@
 //! | delete | pubsub inline_max ref_ttl tombstone_ttl | `{0}` 404 · `{1, info…}` as it was |
 //! | info | – | `{0}` 404 · `{1, info…}` |
 //! | create | channel_timeout | `{1, info…}` |
-//! | marker | – | the marker second |
+//! | marker | floor | the marker second |
 //!
 //! `info…` is `messages, requested, subscribers, time, tag` (time and tag
 //! `-1` before any message); `record` is a stored message (`payload`).
