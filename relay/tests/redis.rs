@@ -672,3 +672,26 @@ fn a_wrong_password_is_a_clear_log_line() {
     b.wait_up();
     b.publish(b"ok", b"yes");
 }
+
+#[test]
+fn the_url_selects_a_database_and_authenticates() {
+    let r = RedisServer::start_with(RedisOpts {
+        password: Some("s3cret".into()),
+        ..RedisOpts::default()
+    });
+    let mut cfg = config(r.port, "a", &["push:"], 300);
+    cfg.url = push_relay::redis::url::RedisUrl::parse(&format!(
+        "redis://default:s3cret@127.0.0.1:{}/3",
+        r.port
+    ))
+    .unwrap();
+    let mut a = Node::new(cfg);
+    a.wait_up();
+    a.publish(b"db", b"in db 3");
+    assert!(r.keys().is_empty(), "nothing in db 0");
+    let Reply::Bulk(Some(info)) = r.cmd(&[b"INFO", b"keyspace"]) else {
+        panic!()
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    assert!(info.contains("db3:keys="), "{info}");
+}

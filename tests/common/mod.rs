@@ -6,6 +6,9 @@
 //! hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+/// A real redis-server for the `push_redis` tests.
+pub mod redis;
+
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};

@@ -1391,3 +1391,344 @@ impl Scoped<'_> {
         Step::Later(op)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::ListenerRules;
+    use crate::relay::Answer;
+    use crate::transport::Transports;
+
+    fn backend() -> RedisBackend {
+        let url = RedisUrl::parse("redis://127.0.0.1:1").unwrap();
+        RedisBackend::new(RedisConfig::new(
+            url,
+            vec![b"push:".to_vec()],
+            b"w1".to_vec(),
+        ))
+    }
+
+    fn bulk(b: &[u8]) -> Vec<u8> {
+        let mut v = format!("${}\r\n", b.len()).into_bytes();
+        v.extend_from_slice(b);
+        v.extend_from_slice(b"\r\n");
+        v
+    }
+
+    fn push(payload: &[u8]) -> Vec<u8> {
+        let mut v = b">3\r\n".to_vec();
+        v.extend(bulk(b"message"));
+        v.extend(bulk(b"{push:ch}:p"));
+        v.extend(bulk(payload));
+        v
+    }
+
+    fn record(time: u64, tag: u32, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        Record {
+            id: MsgId { time, tag },
+            content_type: b"t",
+            body,
+        }
+        .encode(&mut v);
+        v
+    }
+
+    fn handshake() -> Vec<u8> {
+        let mut r = b"%1\r\n$5\r\nproto\r\n:3\r\n".to_vec();
+        for i in 0..Script::ALL.len() {
+            r.extend(bulk(format!("{i:040}").as_bytes()));
+        }
+        r.extend(bulk(b"1764170000"));
+        r
+    }
+
+    fn ready() -> RedisBackend {
+        let mut b = backend();
+        b.connecting(0);
+        b.connected(0);
+        let mut fx = Effects::default();
+        assert!(b.input(&handshake(), 1, &mut fx).is_empty());
+        assert!(b.is_up());
+        b.output().clear();
+        b
+    }
+
+    fn rules() -> ListenerRules {
+        ListenerRules {
+            transports: Transports::only(Transport::LongPoll),
+            concurrency: Concurrency::Broadcast,
+            timeout_ms: 0,
+            authorized_only: false,
+            max_subscribers: 0,
+        }
+    }
+
+    fn listen(
+        b: &mut RedisBackend,
+        t: Transport,
+        cursor: Cursor,
+    ) -> Step<Result<Listened, Refusal>> {
+        let req = Listen {
+            id: b"ch",
+            cursor,
+            rules: rules(),
+            transport: t,
+            now: 0,
+        };
+        b.scope(0).listen(&req, &mut Effects::default())
+    }
+
+    fn publish(b: &mut RedisBackend) -> Step<Result<Published, Refusal>> {
+        let req = Publish {
+            id: b"ch",
+            content_type: b"t",
+            body: b"body",
+            rules: SenderRules {
+                queue: true,
+                message_timeout: 60,
+                buffer_length: 10,
+                channel_timeout: 60,
+            },
+            now: 0,
+        };
+        b.scope(0).publish(&req, &mut Effects::default())
+    }
+
+    fn later<T: std::fmt::Debug>(s: Step<T>) -> OpId {
+        match s {
+            Step::Later(op) => op,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn held(c: &Completion) -> Key {
+        match c {
+            Completion::Listen(Ok(Listened::Held { key, .. })) => *key,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn held_reply(seq: u64) -> Vec<u8> {
+        format!("*3\r\n:4\r\n:{seq}\r\n$3\r\n1.1\r\n").into_bytes()
+    }
+
+    const CONFIRM: &[u8] = b">3\r\n$9\r\nsubscribe\r\n$11\r\n{push:ch}:p\r\n:1\r\n";
+
+    /// The first listen's confirmation, then its reply.
+    fn first_held(seq: u64) -> Vec<u8> {
+        let mut v = CONFIRM.to_vec();
+        v.extend(held_reply(seq));
+        v
+    }
+
+    #[test]
+    fn redis_down_refuses_senders_and_holds_long_polls_here() {
+        let mut b = backend();
+        assert_eq!(publish(&mut b), Step::Ready(Err(Refusal::Unavailable)));
+        assert_eq!(
+            b.scope(0).info(b"ch", 0, &mut Effects::default()),
+            Step::Ready(Err(Refusal::Unavailable))
+        );
+        assert_eq!(
+            listen(&mut b, Transport::IntervalPoll, Cursor::default()),
+            Step::Ready(Err(Refusal::Unavailable))
+        );
+        let Step::Ready(Ok(Listened::Held { key, .. })) =
+            listen(&mut b, Transport::LongPoll, Cursor::default())
+        else {
+            panic!()
+        };
+        assert!(key > KEYS_ABOVE);
+        assert_eq!(b.relay().held(), 1);
+        assert!(b.output().is_empty(), "nothing to send while down");
+    }
+
+    #[test]
+    fn subscribe_goes_ahead_of_the_first_listen_and_a_push_answers_it() {
+        let mut b = ready();
+        let op = later(listen(&mut b, Transport::LongPoll, Cursor::default()));
+        let out = String::from_utf8_lossy(b.output()).into_owned();
+        let sub = out.find("SUBSCRIBE").unwrap();
+        let eval = out.find("EVALSHA").unwrap();
+        assert!(sub < eval, "{out}");
+        let mut fx = Effects::default();
+        // The subscription's confirmation is a push, not the reply.
+        let bytes = first_held(1);
+        let done = b.input(&bytes, 2, &mut fx);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].0, op);
+        let key = held(&done[0].1);
+        // Announced inline, published after the listener (upto 2 > seq 1).
+        let mut ann = b"M2:".to_vec();
+        ann.extend(record(100, 0, b"hello"));
+        let done = b.input(&push(&ann), 3, &mut fx);
+        assert!(done.is_empty());
+        assert_eq!(fx.answers, vec![(key, Answer::Message(MsgRef::Copy(0)))]);
+        assert_eq!(fx.copies.take_deliveries()[0].body(), b"hello");
+        // Its count goes back to Redis.
+        let out = String::from_utf8_lossy(b.output()).into_owned();
+        assert!(out.contains("$2\r\n-1\r\n"), "{out}");
+    }
+
+    #[test]
+    fn a_message_published_before_the_listener_is_not_its_own() {
+        let mut b = ready();
+        let done = {
+            later(listen(&mut b, Transport::LongPoll, Cursor::default()));
+            b.input(&first_held(5), 2, &mut Effects::default())
+        };
+        let key = held(&done[0].1);
+        let mut fx = Effects::default();
+        let mut ann = b"M5:".to_vec();
+        ann.extend(record(100, 0, b"old"));
+        b.input(&push(&ann), 3, &mut fx);
+        assert!(fx.answers.is_empty(), "upto 5 is not after seq 5");
+        assert!(b.relay().is_held(State::key(1), key));
+    }
+
+    #[test]
+    fn a_reference_holds_back_what_came_after_it_until_fetched() {
+        let mut b = ready();
+        later(listen(&mut b, Transport::LongPoll, Cursor::default()));
+        let l1 = held(&b.input(&first_held(1), 2, &mut Effects::default())[0].1);
+        let op2 = later(listen(
+            &mut b,
+            Transport::LongPoll,
+            Cursor::after(MsgId { time: 100, tag: 0 }),
+        ));
+        b.output().clear();
+        let mut fx = Effects::default();
+        // Redis ran: publish m1 (by reference), then listen L2, then
+        // publish m2 (inline).
+        let mut bytes = push(b"R2:100:0");
+        bytes.extend(held_reply(2));
+        let mut m2 = b"M3:".to_vec();
+        m2.extend(record(100, 1, b"second"));
+        bytes.extend(push(&m2));
+        let done = b.input(&bytes, 3, &mut fx);
+        assert!(done.is_empty(), "L2's reply waits behind the reference");
+        assert!(fx.answers.is_empty(), "m2 waits too");
+        let out = String::from_utf8_lossy(b.output()).into_owned();
+        assert!(
+            out.contains("GET") && out.contains("{push:ch}:k:100:0"),
+            "{out}"
+        );
+        let done = b.input(&bulk(&record(100, 0, b"first")), 4, &mut fx);
+        let l2 = held(&done[0].1);
+        assert_eq!(done[0].0, op2);
+        let d = fx.copies.take_deliveries();
+        let got: Vec<(Key, &[u8])> = fx
+            .answers
+            .iter()
+            .map(|&(k, a)| match a {
+                Answer::Message(MsgRef::Copy(i)) => (k, d[i as usize].body()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, vec![(l1, &b"first"[..]), (l2, &b"second"[..])]);
+    }
+
+    #[test]
+    fn conflict_and_delete_announcements() {
+        let mut b = ready();
+        later(listen(&mut b, Transport::LongPoll, Cursor::default()));
+        let k1 = held(&b.input(&first_held(1), 2, &mut Effects::default())[0].1);
+        later(listen(&mut b, Transport::LongPoll, Cursor::default()));
+        let k2 = held(&b.input(&held_reply(2), 2, &mut Effects::default())[0].1);
+        let mut fx = Effects::default();
+        b.input(&push(b"C2"), 3, &mut fx);
+        assert_eq!(fx.answers, vec![(k1, Answer::Conflict)]);
+        b.input(&push(b"D"), 3, &mut fx);
+        assert_eq!(fx.answers[1], (k2, Answer::Gone));
+        b.input(&push(b"garbage"), 3, &mut fx);
+        assert_eq!(fx.answers.len(), 2);
+        assert!(b
+            .take_logs()
+            .iter()
+            .any(|l| l.1.contains("does not decode")));
+    }
+
+    #[test]
+    fn a_dropped_connection_tells_sent_from_unsent_publishes_and_keeps_listeners() {
+        let mut b = ready();
+        let sent = later(publish(&mut b));
+        let n = b.output().len();
+        b.output().drain(..n);
+        let unsent = later(publish(&mut b));
+        let lop = later(listen(&mut b, Transport::LongPoll, Cursor::default()));
+        let iop = later(listen(&mut b, Transport::IntervalPoll, Cursor::default()));
+        let done = b.disconnected(5, &mut Effects::default());
+        let by: HashMap<OpId, Completion> = done.into_iter().collect();
+        assert_eq!(by[&sent], Completion::Publish(Err(Refusal::MaybeStored)));
+        assert_eq!(by[&unsent], Completion::Publish(Err(Refusal::Unavailable)));
+        assert_eq!(by[&iop], Completion::Listen(Err(Refusal::Unavailable)));
+        held(&by[&lop]);
+        assert_eq!(b.relay().held(), 1, "held here until Redis is back");
+        assert!(!b.is_up());
+        assert!(b.retry_after(5) >= Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn operations_asked_while_connecting_wait_for_the_handshake() {
+        let mut b = backend();
+        b.connecting(0);
+        let before = b.output().len();
+        let op = later(publish(&mut b));
+        assert_eq!(
+            b.output().len(),
+            before,
+            "not sent before the marker is known"
+        );
+        b.connected(0);
+        let mut fx = Effects::default();
+        b.input(&handshake(), 1, &mut fx);
+        let out = String::from_utf8_lossy(b.output()).into_owned();
+        assert!(
+            out.contains("EVALSHA") && out.contains("1764170000"),
+            "marker passed"
+        );
+        let done = b.input(b"*5\r\n:1764170001\r\n:0\r\n:0\r\n:1\r\n:0\r\n", 2, &mut fx);
+        assert_eq!(done.len(), 1);
+        let Completion::Publish(Ok(p)) = done[0].1 else {
+            panic!("{:?}", done[0].1)
+        };
+        assert_eq!((p.id.time, p.held, p.info.messages), (1_764_170_001, 0, 1));
+        assert_eq!(done[0].0, op);
+    }
+
+    #[test]
+    fn after_a_reconnect_announcements_wait_for_the_catch_up() {
+        let mut b = ready();
+        later(listen(
+            &mut b,
+            Transport::LongPoll,
+            Cursor::after(MsgId { time: 100, tag: 0 }),
+        ));
+        let k = held(&b.input(&first_held(1), 2, &mut Effects::default())[0].1);
+        b.disconnected(3, &mut Effects::default());
+        b.connecting(4);
+        b.connected(4);
+        let mut fx = Effects::default();
+        b.input(&handshake(), 5, &mut fx);
+        let out = String::from_utf8_lossy(b.output()).into_owned();
+        assert!(out.find("SUBSCRIBE").unwrap() < out.find("EVALSHA").unwrap());
+        // m2 announced before the resync's reply, which brings m1 and m2.
+        let mut m2 = b"M9:".to_vec();
+        m2.extend(record(100, 2, b"m2"));
+        let mut bytes = CONFIRM.to_vec();
+        bytes.extend(push(&m2));
+        bytes.extend(b"*6\r\n:1\r\n$3\r\n1.1\r\n:1\r\n:0\r\n");
+        bytes.extend(bulk(&record(100, 1, b"m1")));
+        bytes.extend(bulk(&record(100, 2, b"m2")));
+        b.input(&bytes, 6, &mut fx);
+        let d = fx.copies.take_deliveries();
+        assert_eq!(fx.answers.len(), 1, "once: {:?}", fx.answers);
+        assert_eq!(fx.answers[0].0, k);
+        assert_eq!(
+            d[0].body(),
+            b"m1",
+            "the first it missed, not the newer push"
+        );
+    }
+}
