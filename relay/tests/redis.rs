@@ -520,7 +520,29 @@ fn restart_with_appendonly_keeps_messages_and_counts() {
 #[test]
 fn restart_without_persistence_restores_counts_and_never_reuses_ids() {
     let mut r = RedisServer::start();
-    let (mut a, mut b) = two(&r);
+    let quick = |w: &str| {
+        let mut c = config(r.port, w, &["push:"], 300);
+        c.connect_timeout_ms = 50;
+        let mut n = Node::new(c);
+        n.wait_up();
+        n
+    };
+    let (mut a, mut b) = (quick("a"), quick("b"));
+    // Start at a fresh Redis second, so that the restart below falls in the
+    // same second as the ids before it (the case the marker is for).
+    let second = |r: &RedisServer| match r.cmd(&[b"TIME"]) {
+        Reply::Array(v) => match &v[0] {
+            Reply::Bulk(Some(s)) => String::from_utf8_lossy(s).parse::<u64>().unwrap(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    let s0 = second(&r);
+    let end = std::time::Instant::now() + Duration::from_secs(3);
+    while second(&r) == s0 {
+        assert!(std::time::Instant::now() < end);
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let mut last = MsgId::default();
     for i in 0..5 {
         last = a.publish(b"r", format!("{i}").as_bytes()).id;
