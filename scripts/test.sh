@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and integration tests against the
 # vendored nginx 1.28 (1 and 4 workers), then the module built for Debian's
-# packaged nginx, relaying in /usr/sbin/nginx.
+# packaged nginx, relaying in /usr/sbin/nginx. The Redis tests start their
+# own redis-server (Debian's package; its service stays off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The browser tests drive Debian's headless Chromium; nchan's client (for
 # the compatibility test) comes from the npm registry.
-pkgs=(chromium chromium-driver)
+pkgs=(redis-server chromium chromium-driver)
 command -v npm >/dev/null || pkgs+=(npm)
 scripts/deps.sh "${pkgs[@]}"
 cargo build

@@ -8,6 +8,8 @@
 //!   store every worker of one nginx uses, `zone_backend` its `Backend`;
 //! - `relay` owns this worker's held listeners (`registry`) together with
 //!   their counts in the store, and turns store events into answers;
+//! - `redis` is the store several nginx servers share (its
+//!   `RedisBackend`), sans-IO: the module owns the socket;
 //! - `delivery` composes what a listener receives, `outcome` the status and
 //!   log line of every refusal.
 //!
@@ -20,6 +22,7 @@ pub mod conf;
 pub mod delivery;
 pub mod outcome;
 pub mod proto;
+pub mod redis;
 pub mod registry;
 pub mod relay;
 pub mod request;

@@ -48,6 +48,12 @@ pub enum Refusal {
     UpgradeVersion,
     /// A store invariant did not hold: a bug, never the client's fault.
     Internal,
+    /// `push_redis`: Redis cannot be reached (or refused the command);
+    /// nothing was done.
+    Unavailable,
+    /// `push_redis`: the connection dropped after the message was sent:
+    /// it may have been stored (a sender that retries may publish twice).
+    MaybeStored,
 }
 
 /// A refusal as sent: status, body, and the log line.
@@ -66,6 +72,9 @@ pub const SENDER_METHODS: &str = "GET, PUT, POST, DELETE, OPTIONS";
 
 pub const CONFLICT_BODY: &str = "409 Conflict: another listener took this channel.\n";
 pub const GONE_BODY: &str = "410 Gone: the channel was deleted.\n";
+pub const UNAVAILABLE_BODY: &str =
+    "503 Service Unavailable: the Redis server of push_redis cannot be reached.\n";
+pub const MAYBE_STORED_BODY: &str = "503 Service Unavailable: the connection to Redis was lost after the message was sent; it may have been stored.\n";
 const ZONE_FULL_BODY: &str = "507 Insufficient Storage: the push_buffer_size zone is full.\n";
 
 impl Refusal {
@@ -161,6 +170,20 @@ impl Refusal {
                     "500 Internal Server Error: the channel store is inconsistent.\n",
                 )
             },
+            Refusal::Unavailable => Reply {
+                log: Some((
+                    Level::Error,
+                    "push_redis: Redis is unavailable, request refused (503)",
+                )),
+                ..plain(503, UNAVAILABLE_BODY)
+            },
+            Refusal::MaybeStored => Reply {
+                log: Some((
+                    Level::Error,
+                    "push_redis: the connection to Redis was lost after a publish was sent; it may have been stored (503)",
+                )),
+                ..plain(503, MAYBE_STORED_BODY)
+            },
         }
     }
 }
@@ -230,6 +253,21 @@ mod tests {
         assert_eq!(ended_reply(Ending::Gone).status, 410);
         assert_eq!(ended_reply(Ending::Gone).body, GONE_BODY);
         assert!(ended_reply(Ending::Conflict).log.is_none());
+    }
+
+    #[test]
+    fn redis_outages_are_503_with_an_error_line_and_say_whether_it_may_be_stored() {
+        for r in [Refusal::Unavailable, Refusal::MaybeStored] {
+            let reply = r.reply();
+            assert_eq!(reply.status, 503);
+            assert_eq!(reply.log.map(|l| l.0), Some(Level::Error));
+            assert!(reply.body.ends_with('\n'));
+        }
+        assert!(Refusal::MaybeStored
+            .reply()
+            .body
+            .contains("may have been stored"));
+        assert!(!Refusal::Unavailable.reply().body.contains("stored"));
     }
 
     #[test]

@@ -198,6 +198,17 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// A relay whose keys are all above `first`: the module keeps one relay
+    /// per store (the zone's, Redis's) and finds a listener by its key
+    /// alone, so their key spaces must not meet. `Relay::default()` starts
+    /// at 0.
+    pub fn with_keys_above(first: Key) -> Relay {
+        Relay {
+            next_key: first,
+            ..Relay::default()
+        }
+    }
+
     pub fn held(&self) -> usize {
         self.registry.len()
     }
@@ -385,6 +396,15 @@ mod tests {
         r.message(&mut book, A, id, 7, MsgRef::Published, &mut fx);
         assert!(fx.answers.is_empty());
         assert_eq!(book.0[&A.serial], 1);
+    }
+
+    #[test]
+    fn relays_with_their_own_key_space_never_share_a_key() {
+        let mut zone = Relay::default();
+        let mut other = Relay::with_keys_above(1 << 63);
+        let a = zone.hold(A, 1, Cursor::default(), false, Transport::LongPoll);
+        let b = other.hold(A, 1, Cursor::default(), false, Transport::LongPoll);
+        assert_eq!((a, b), (1, (1 << 63) + 1));
     }
 
     #[test]

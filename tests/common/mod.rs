@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 pub mod browser;
+/// A real redis-server for the `push_redis` tests.
+pub mod redis;
 pub mod stream;
 
 use std::collections::{BTreeSet, VecDeque};
