@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and integration tests against the
 # vendored nginx 1.28 (1 and 4 workers), then the module built for Debian's
-# packaged nginx, relaying in /usr/sbin/nginx.
+# packaged nginx, relaying in /usr/sbin/nginx; then nginx's own build with
+# the module (--add-module and --add-dynamic-module, nginx 1.28, relaying),
+# and the Debian package (build, dpkg -i, nginx -t, relay, remove, purge).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 cargo build
 cargo test
 scripts/test-distro.sh
+scripts/test-nginx-build.sh
+scripts/test-deb.sh
