@@ -6,7 +6,8 @@
 # the package enables in /etc/nginx/modules-enabled when installed.
 #
 # Output: target/deb/libnginx-mod-http-push_<version>_<arch>.deb (its path
-#         is the last line printed; the build log is target/deb/build.log)
+#         is the last line printed; the build log is target/deb/build.log;
+#         the staged tree target/deb/src is removed after a good build)
 #
 # Crates are vendored: the package is built from a copy of this tree in
 # target/deb/src with every crate in its vendor/ (`cargo vendor --locked`,
@@ -78,5 +79,8 @@ fi
 
 DEB="$(ls "$OUT/${PKG}_${deb_version}_"*.deb 2>/dev/null | head -n 1)"
 [ -n "$DEB" ] || die "no $OUT/${PKG}_${deb_version}_*.deb after the build"
+# The staged tree (vendored crates, cargo's target dir: ~350 MB) served its
+# purpose; the next run stages afresh.
+rm -rf "$STAGE"
 log "built $DEB"
 echo "$DEB"
