@@ -42,7 +42,8 @@ log "configuring $(/usr/sbin/nginx -v 2>&1 | sed 's/^nginx version: //') in $SRC
 ) || { log "configure failed; see $DISTRO_DIR/configure.log"; tail -20 "$DISTRO_DIR/configure.log" >&2; exit 1; }
 
 # 3. cargo build against that tree ----------------------------------------
-cargo_args=(build --no-default-features --lib)
+# A cdylib that nginx loads as it is: it exports ngx_modules itself.
+cargo_args=(build --no-default-features --features export-modules --lib)
 if [ "$PROFILE" = "release" ]; then cargo_args+=(--release); fi
 log "cargo ${cargo_args[*]} (CARGO_TARGET_DIR=$DISTRO_DIR)"
 (

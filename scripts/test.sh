@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and integration tests against the
 # vendored nginx 1.28 (1 and 4 workers), then the module built for Debian's
-# packaged nginx, relaying in /usr/sbin/nginx. The Redis tests start their
-# own redis-server (Debian's package; its service stays off).
+# packaged nginx, relaying in /usr/sbin/nginx; then nginx's own build with
+# the module (--add-module and --add-dynamic-module, nginx 1.28, relaying),
+# and the Debian package (build, dpkg -i, nginx -t, relay, remove, purge).
+# The Redis tests start their own redis-server (Debian's package; its
+# service stays off); the browser tests Debian's headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The browser tests drive Debian's headless Chromium; nchan's client (for
@@ -13,3 +16,5 @@ scripts/deps.sh "${pkgs[@]}"
 cargo build
 cargo test
 scripts/test-distro.sh
+scripts/test-nginx-build.sh
+scripts/test-deb.sh

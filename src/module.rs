@@ -95,6 +95,7 @@ static CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(Module::merge_loc_conf),
 };
 
+#[cfg(feature = "export-modules")]
 ngx::ngx_modules!(ngx_http_push_module);
 
 #[used]
