@@ -383,18 +383,15 @@ fn under_load(
                         Ok(r) => r,
                         Err(_) => continue,
                     };
-                    match r.status {
-                        200 => {
-                            let t = r.text();
-                            cursor = Cursor::of(&r);
-                            let done = t == "end";
-                            got.push(t);
-                            if done {
-                                break;
-                            }
+                    // Anything else (reload, timeout, Redis down): ask again.
+                    if r.status == 200 {
+                        let t = r.text();
+                        cursor = Cursor::of(&r);
+                        let done = t == "end";
+                        got.push(t);
+                        if done {
+                            break;
                         }
-                        // Reload, timeout, Redis down: ask again.
-                        _ => {}
                     }
                 }
                 got
