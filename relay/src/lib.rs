@@ -11,7 +11,7 @@
 //! - `redis` is the store several nginx servers share (its
 //!   `RedisBackend`), sans-IO: the module owns the socket;
 //! - `delivery` composes what a listener receives, `outcome` the status and
-//!   log line of every refusal.
+//!   log line of every refusal, `stats` what `push_stats` shows.
 //!
 //! The nginx module (the crate one level up) only reads requests, calls in
 //! here and writes what comes back.
@@ -26,6 +26,7 @@ pub mod redis;
 pub mod registry;
 pub mod relay;
 pub mod request;
+pub mod stats;
 pub mod transport;
 pub mod zone;
 pub mod zone_backend;

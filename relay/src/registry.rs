@@ -48,6 +48,8 @@ struct LocalChannel {
 pub struct Registry {
     channels: HashMap<u64, LocalChannel>,
     count: usize,
+    /// `count` by transport (`Transport::ALL` order).
+    by_transport: [usize; 4],
     /// Emptied listener lists kept for reuse: a channel whose thousands of
     /// listeners are answered at once and come straight back would
     /// otherwise free and regrow its list every round.
@@ -76,8 +78,14 @@ impl Registry {
                 hash: chan.hash,
                 held: spare.pop().unwrap_or_default(),
             });
+        self.by_transport[held.transport as usize] += 1;
         ch.held.push(held);
         self.count += 1;
+    }
+
+    /// Held listeners by transport (`Transport::ALL` order).
+    pub fn by_transport(&self) -> [usize; 4] {
+        self.by_transport
     }
 
     /// Forget one listener; false when it was not held (already answered).
@@ -88,7 +96,8 @@ impl Registry {
         let Some(i) = ch.held.iter().position(|h| h.key == key) else {
             return false;
         };
-        ch.held.remove(i);
+        let h = ch.held.remove(i);
+        self.by_transport[h.transport as usize] -= 1;
         self.count -= 1;
         if ch.held.is_empty() {
             self.drop_channel(serial);
@@ -113,12 +122,14 @@ impl Registry {
             return 0;
         };
         let before = ch.held.len();
+        let by_transport = &mut self.by_transport;
         ch.held.retain_mut(|h| {
             if !admits(h, id, upto) {
                 return true;
             }
             out.push(h.key);
             if h.transport.ends_on_message() {
+                by_transport[h.transport as usize] -= 1;
                 return false;
             }
             h.cursor = Cursor::after(id);
@@ -160,9 +171,11 @@ impl Registry {
             return 0;
         };
         let before = out.len();
+        let by_transport = &mut self.by_transport;
         ch.held.retain(|h| {
             if pick(h) {
                 out.push(h.key);
+                by_transport[h.transport as usize] -= 1;
                 false
             } else {
                 true
@@ -197,6 +210,7 @@ impl Registry {
             all.extend(ch.held.iter().map(|h| (chan, h.key)));
         }
         self.count = 0;
+        self.by_transport = [0; 4];
         all
     }
 }
@@ -278,6 +292,23 @@ mod tests {
             ]
         );
         assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn counts_by_transport_follow_every_way_out() {
+        let mut r = Registry::default();
+        let mut stream = h(1, None, None);
+        stream.transport = Transport::EventSource;
+        r.hold(CH, stream);
+        r.hold(CH, h(2, None, None));
+        r.hold(CH, h(3, None, None));
+        assert_eq!(r.by_transport(), [2, 0, 1, 0]);
+        let mut out = vec![];
+        r.deliver(1, MsgId { time: 1, tag: 0 }, 3, &mut out);
+        assert_eq!(r.by_transport(), [1, 0, 1, 0], "the poll left, the stream stayed");
+        assert!(r.remove(1, 103));
+        r.take_all(1, &mut out);
+        assert_eq!(r.by_transport(), [0; 4]);
     }
 
     #[test]

@@ -213,6 +213,11 @@ impl Relay {
         self.registry.len()
     }
 
+    /// Held listeners by transport (`Transport::ALL` order).
+    pub fn held_by_transport(&self) -> [usize; 4] {
+        self.registry.by_transport()
+    }
+
     /// Is listener `key` still held on `chan`?
     pub fn is_held(&self, chan: ChanKey, key: Key) -> bool {
         self.registry.peek(chan.serial).iter().any(|h| h.key == key)

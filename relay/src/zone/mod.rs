@@ -97,6 +97,10 @@ pub struct Channel<A: Allocator + Clone> {
     last_requested: Option<u64>,
     /// Idle lifetime of a sender-created channel, seconds.
     idle_timeout: u64,
+    /// Messages of this channel that expired, or were evicted by newer ones
+    /// (for the stats; folded into the store's when the channel goes).
+    expired_n: u64,
+    evicted_n: u64,
 }
 
 impl<A: Allocator + Clone> Channel<A> {
@@ -151,6 +155,7 @@ impl<A: Allocator + Clone> Channel<A> {
         while i < self.stored.len() {
             if self.stored[i].expired(now) {
                 let m = self.stored.remove(i);
+                self.expired_n += 1;
                 self.park_or_drop(m);
             } else {
                 i += 1;
@@ -247,6 +252,20 @@ pub struct Worker<A: Allocator> {
     /// An event could not be queued: the worker must resynchronise all its
     /// held listeners against the store.
     overflow: bool,
+    /// This worker's held listeners by transport, and its gauges of each
+    /// Redis endpoint (up, commands in flight), as it last wrote them.
+    pub gauges: WorkerGauges,
+}
+
+/// Redis endpoints whose state a worker reports (the stats show the first
+/// ones only).
+pub const STATS_REDIS: usize = 8;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerGauges {
+    pub held: [u32; 4],
+    pub redis_up: [bool; STATS_REDIS],
+    pub redis_pending: [u32; STATS_REDIS],
 }
 
 /// Where to send a wake-up.
@@ -327,6 +346,19 @@ pub struct Store<A: Allocator + Clone> {
     next_seq: Seq,
     next_serial: u64,
     sweep_pos: usize,
+    /// Expired and evicted messages of channels that are gone.
+    retired: (u64, u64),
+}
+
+/// What the stats report of the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub channels: u64,
+    pub stored: u64,
+    pub expired: u64,
+    pub evicted: u64,
+    /// Held listeners by transport (`Transport::ALL` order), all workers.
+    pub held: [u64; 4],
 }
 
 const INITIAL_BUCKETS: usize = 64;
@@ -351,6 +383,7 @@ impl<A: Allocator + Clone> Store<A> {
             next_seq: 1,
             next_serial: 1,
             sweep_pos: 0,
+            retired: (0, 0),
         })
     }
 
@@ -467,6 +500,8 @@ impl<A: Allocator + Clone> Store<A> {
             last_used: now,
             last_requested: None,
             idle_timeout: 0,
+            expired_n: 0,
+            evicted_n: 0,
         };
         let mut boxed = Box::try_new_in(channel, self.alloc.clone()).map_err(|_| NoMemory)?;
         let serial = self.next_serial;
@@ -515,6 +550,8 @@ impl<A: Allocator + Clone> Store<A> {
                     let mut c = link.take()?;
                     *link = c.next.take();
                     self.channels -= 1;
+                    self.retired.0 += c.expired_n;
+                    self.retired.1 += c.evicted_n;
                     return Some(c);
                 }
                 Some(c) => link = &mut c.next,
@@ -561,6 +598,7 @@ impl<A: Allocator + Clone> Store<A> {
             nonce,
             inbox: Vec::new_in(self.alloc.clone()),
             overflow: false,
+            gauges: WorkerGauges::default(),
         };
         try_push(&mut self.workers, w)?;
         self.next_worker += 1;
@@ -698,6 +736,44 @@ impl<A: Allocator + Clone> Store<A> {
             w.inbox = inbox;
             None
         }
+    }
+
+    /// Worker `id`'s gauges, as it sees them now.
+    pub fn set_gauges(&mut self, id: WorkerId, gauges: WorkerGauges) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.id == id) {
+            w.gauges = gauges;
+        }
+    }
+
+    /// Every live worker's gauges.
+    pub fn gauges(&self) -> impl Iterator<Item = &WorkerGauges> + '_ {
+        self.workers.iter().map(|w| &w.gauges)
+    }
+
+    /// Channels, stored messages, and the expired and evicted ones since the
+    /// zone began; held listeners by transport from the workers' gauges.
+    pub fn stats(&self, now: u64) -> StoreStats {
+        let mut st = StoreStats {
+            channels: self.channels as u64,
+            expired: self.retired.0,
+            evicted: self.retired.1,
+            ..StoreStats::default()
+        };
+        for head in self.buckets.iter() {
+            let mut cur = head.as_deref();
+            while let Some(c) = cur {
+                st.stored += c.stored.iter().filter(|m| !m.expired(now)).count() as u64;
+                st.expired += c.expired_n;
+                st.evicted += c.evicted_n;
+                cur = c.next.as_deref();
+            }
+        }
+        for w in &self.workers {
+            for (t, n) in st.held.iter_mut().zip(w.gauges.held) {
+                *t += u64::from(n);
+            }
+        }
+        st
     }
 
     /// Make worker `id` resynchronise all its listeners at its next look at
@@ -862,6 +938,7 @@ impl<A: Allocator + Clone> Store<A> {
                 c.stored.push(m);
                 while c.stored.len() > p.buffer_length {
                     let old = c.stored.remove(0);
+                    c.evicted_n += 1;
                     c.park_or_drop(old);
                 }
             } else {
@@ -1077,6 +1154,32 @@ mod tests {
         assert_eq!(got, vec![&b"b"[..], b"c"]);
         assert!(c.backlog(&after_a, 200).all(|m| &m.event[..] == b"tick"));
         assert_eq!(c.held(), 1);
+    }
+
+    #[test]
+    fn stats_count_what_expires_and_is_evicted_even_after_the_channel_goes() {
+        let mut s = store();
+        let w = s.register_worker(1, 1).unwrap();
+        for i in 0..5u8 {
+            let mut p = pubopts(core::slice::from_ref(&i), 100, w);
+            p.buffer_length = 3;
+            p.message_timeout = 10;
+            p.channel_timeout = 1;
+            s.publish(b"ch", &p).unwrap();
+        }
+        let st = s.stats(100);
+        assert_eq!((st.channels, st.stored, st.evicted, st.expired), (1, 3, 2, 0));
+        s.sweep(110, usize::MAX);
+        let st = s.stats(110);
+        assert_eq!((st.stored, st.expired, st.evicted), (0, 3, 2));
+        s.sweep(200, usize::MAX);
+        let st = s.stats(200);
+        assert_eq!(st.channels, 0, "the idle channel is gone");
+        assert_eq!((st.expired, st.evicted), (3, 2), "its counts are kept");
+        let mut g = WorkerGauges::default();
+        g.held[2] = 7;
+        s.set_gauges(w, g);
+        assert_eq!(s.stats(200).held, [0, 0, 7, 0]);
     }
 
     #[test]
