@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages the build needs, when they are missing.
 # Usage: scripts/deps.sh [extra packages...]   (e.g. redis-server for the
-# Redis tests; its Debian service is left stopped and disabled)
+# Redis tests; Debian's services of such packages are left stopped and
+# disabled)
 set -euo pipefail
 
 pkgs=(gcc make libpcre2-dev libclang-dev libssl-dev zlib1g-dev pkg-config curl "$@")
@@ -10,25 +11,26 @@ for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
-# The tests start their own redis-server on free ports; Debian's service
-# must never run (nor start at boot) on this machine. Checked on every run,
-# not only right after the install.
-quiet_redis() {
+# The tests start their own redis-server on free ports, and use only
+# promtool of the prometheus package: Debian's services must never run (nor
+# start at boot) on this machine. Checked on every run, not only right
+# after the install.
+quiet_services() {
     [ "$(id -u)" -eq 0 ] || return 0
-    dpkg-query -W -f='${Status}' redis-server 2>/dev/null | grep -q "install ok installed" || return 0
-    if command -v systemctl >/dev/null 2>&1; then
-        systemctl disable --now redis-server >/dev/null 2>&1 || true
-    fi
-    if command -v update-rc.d >/dev/null 2>&1; then
-        update-rc.d redis-server disable >/dev/null 2>&1 || true
-    fi
-    service redis-server stop >/dev/null 2>&1 || true
+    for svc in redis-server prometheus; do
+        dpkg-query -W -f='${Status}' "$svc" 2>/dev/null | grep -q "install ok installed" || continue
+        if command -v systemctl >/dev/null 2>&1; then
+            systemctl disable --now "$svc" >/dev/null 2>&1 || true
+        fi
+        if command -v update-rc.d >/dev/null 2>&1; then
+            update-rc.d "$svc" disable >/dev/null 2>&1 || true
+        fi
+        service "$svc" stop >/dev/null 2>&1 || true
+    done
 }
-wants_redis=
-for p in "$@"; do [ "$p" = redis-server ] && wants_redis=1; done
 
 if [ ${#missing[@]} -eq 0 ]; then
-    [ -n "$wants_redis" ] && quiet_redis
+    quiet_services
     exit 0
 fi
 
@@ -50,5 +52,5 @@ fi
 trap '[ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
-[ -n "$wants_redis" ] && quiet_redis
+quiet_services
 exit 0

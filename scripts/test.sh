@@ -9,8 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The browser tests drive Debian's headless Chromium; nchan's client (for
-# the compatibility test) comes from the npm registry.
-pkgs=(redis-server chromium chromium-driver)
+# the compatibility test) comes from the npm registry; the stats tests
+# check the metrics with promtool (Debian's prometheus package).
+pkgs=(redis-server chromium chromium-driver prometheus)
 command -v npm >/dev/null || pkgs+=(npm)
 scripts/deps.sh "${pkgs[@]}"
 cargo build

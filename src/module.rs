@@ -7,10 +7,13 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use nginx_sys::{
-    ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_ERROR,
+    ngx_array_push, ngx_conf_t, ngx_cycle_t, ngx_http_handler_pt, ngx_http_module_t,
+    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_ERROR,
     NGX_HTTP_MODULE, NGX_OK,
 };
-use ngx::http::{HttpModule, HttpModuleConfExt, HttpModuleLocationConf, HttpModuleMainConf};
+use ngx::http::{
+    HttpModule, HttpModuleConfExt, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule,
+};
 use push_relay::conf::Role;
 
 use crate::conf::{self, LocConf, MainConf, RedisSetting};
@@ -67,6 +70,7 @@ unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> Option<()> {
     // SAFETY: as above.
     unsafe { conf::variable_indexes(cf, mcf)? };
     let used = !mcf.roles.is_empty();
+    let senders = mcf.roles.iter().any(|r| r.2 == Role::Sender);
     let roles = core::mem::take(&mut mcf.roles);
     for (mut clcf, mut lcf, role) in roles {
         // SAFETY: the core and our location configurations of a location of
@@ -74,6 +78,7 @@ unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> Option<()> {
         let (clcf, lcf) = unsafe { (clcf.as_mut(), lcf.as_mut()) };
         clcf.handler = Some(match role {
             Role::Sender => handler::sender::handler,
+            Role::Stats => handler::stats::handler,
             _ => handler::listener::handler,
         });
         if let RedisSetting::Url { text, addr } = lcf.redis {
@@ -84,6 +89,30 @@ unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> Option<()> {
     if used {
         // SAFETY: postconfiguration is where zones are declared.
         mcf.shm_zone = unsafe { runtime::zone::declare(cf, mcf.buffer_size)? };
+    }
+    if senders {
+        // SAFETY: as above; phase handlers are added in postconfiguration.
+        unsafe { add_log_handler(cf)? };
+    }
+    Some(())
+}
+
+/// Count the `413`s of sender locations at the log phase (nginx answers
+/// `client_max_body_size` before any content handler runs).
+///
+/// # Safety
+/// `cf` is the http block's configuration, in postconfiguration.
+unsafe fn add_log_handler(cf: *mut ngx_conf_t) -> Option<()> {
+    // SAFETY: the caller's contract: the core module's main configuration
+    // exists, and its phase arrays are initialised and still growable.
+    unsafe {
+        let cmcf = NgxHttpCoreModule::main_conf_mut(&*cf)?;
+        let phase = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_LOG_PHASE as usize].handlers;
+        let h = ngx_array_push(phase).cast::<ngx_http_handler_pt>();
+        if h.is_null() {
+            return None;
+        }
+        *h = Some(handler::sender::log_phase);
     }
     Some(())
 }

@@ -30,6 +30,8 @@ pub enum Role {
     None,
     Sender,
     Listener,
+    /// `push_stats`.
+    Stats,
 }
 
 /// Which generation of directive names made the location a listener: the
@@ -196,12 +198,13 @@ impl LocSettings {
     /// 0.7x name `push_subscriber` (that module's default), else `last`
     /// (the 2009 module's, for `push_listener`).
     pub fn concurrency(&self) -> Concurrency {
-        self.concurrency
-            .unwrap_or(if self.transports.has_stream() || self.names == Names::Legacy {
+        self.concurrency.unwrap_or(
+            if self.transports.has_stream() || self.names == Names::Legacy {
                 Concurrency::Broadcast
             } else {
                 Concurrency::Last
-            })
+            },
+        )
     }
 
     /// Rules of a merged listener location.

@@ -36,6 +36,9 @@ pub enum Refusal {
     Conflict,
     NotFound,
     ZoneFull(Wanted),
+    /// A message larger than the whole zone: it can never be stored
+    /// (507, as a full zone, but said and counted apart).
+    TooLarge,
     BadMessage(ParseError),
     /// `X-EventSource-Event` is not a token.
     BadEventName,
@@ -103,6 +106,7 @@ impl Refusal {
                         SENDER_METHODS,
                         "method not allowed on a push_sender location",
                     ),
+                    Role::Stats => ("GET, HEAD", "method not allowed on a push_stats location"),
                     _ => (
                         LISTENER_METHODS,
                         "method not allowed on a push_listener location",
@@ -129,6 +133,16 @@ impl Refusal {
                     },
                 )),
                 ..plain(507, ZONE_FULL_BODY)
+            },
+            Refusal::TooLarge => Reply {
+                log: Some((
+                    Level::Error,
+                    "message larger than the whole push_buffer_size zone, refused (507)",
+                )),
+                ..plain(
+                    507,
+                    "507 Insufficient Storage: the message is larger than push_buffer_size.\n",
+                )
             },
             Refusal::BadMessage(e) => Reply {
                 log: Some((Level::Info, e.reason().trim_end())),

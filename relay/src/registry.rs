@@ -305,7 +305,11 @@ mod tests {
         assert_eq!(r.by_transport(), [2, 0, 1, 0]);
         let mut out = vec![];
         r.deliver(1, MsgId { time: 1, tag: 0 }, 3, &mut out);
-        assert_eq!(r.by_transport(), [1, 0, 1, 0], "the poll left, the stream stayed");
+        assert_eq!(
+            r.by_transport(),
+            [1, 0, 1, 0],
+            "the poll left, the stream stayed"
+        );
         assert!(r.remove(1, 103));
         r.take_all(1, &mut out);
         assert_eq!(r.by_transport(), [0; 4]);

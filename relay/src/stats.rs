@@ -2,8 +2,14 @@
 //! whole server, and its two renderings, Prometheus's text format (0.0.4)
 //! and one JSON object.
 
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::conf::Role;
+use crate::outcome::Refusal;
 use crate::proto::text::push_u64;
+use crate::request::Method;
 use crate::transport::Transport;
+use crate::zone::{StoreStats, WorkerGauges, STATS_REDIS};
 
 /// Why a publish was refused (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +28,18 @@ impl Rejected {
         Rejected::RedisUnavailable,
     ];
 
+    /// The reason a refused publish counts under, if it counts. nginx's
+    /// own `413` (`client_max_body_size`) is counted at the log phase.
+    pub fn of(refusal: &Refusal) -> Option<Rejected> {
+        Some(match refusal {
+            Refusal::ZoneFull(_) => Rejected::ZoneFull,
+            Refusal::TooLarge => Rejected::TooLarge,
+            Refusal::BadMessage(_) | Refusal::BadEventName => Rejected::BadMessage,
+            Refusal::Unavailable | Refusal::MaybeStored => Rejected::RedisUnavailable,
+            _ => return None,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Rejected::ZoneFull => "zone_full",
@@ -30,6 +48,160 @@ impl Rejected {
             Rejected::RedisUnavailable => "redis_unavailable",
         }
     }
+}
+
+/// The counters every worker adds to, kept in the zone beside the store
+/// and updated without its lock (relaxed atomics: each is a sum, read
+/// whole only by `push_stats`). Workers add batches (a fan-out's
+/// deliveries at once), so the hot path pays one add per batch.
+#[derive(Default)]
+pub struct Totals {
+    published: AtomicU64,
+    delivered: [AtomicU64; 4],
+    rejected: [AtomicU64; 4],
+    listener_requests: [AtomicU64; 4],
+    wakeups: AtomicU64,
+    redis_commands: [AtomicU64; STATS_REDIS],
+    redis_reconnects: [AtomicU64; STATS_REDIS],
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    if n > 0 {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
+impl Totals {
+    pub fn published(&self) {
+        add(&self.published, 1);
+    }
+
+    pub fn delivered(&self, by_transport: &[u64; 4]) {
+        for (c, n) in self.delivered.iter().zip(by_transport) {
+            add(c, *n);
+        }
+    }
+
+    pub fn rejected(&self, why: Rejected) {
+        add(&self.rejected[why as usize], 1);
+    }
+
+    pub fn listener_request(&self, t: Transport) {
+        add(&self.listener_requests[t as usize], 1);
+    }
+
+    pub fn wakeups(&self, n: u64) {
+        add(&self.wakeups, n);
+    }
+
+    /// Commands sent to, and reconnections made to, Redis endpoint `ep`
+    /// since this worker last reported.
+    pub fn redis(&self, ep: usize, commands: u64, reconnects: u64) {
+        if ep < STATS_REDIS {
+            add(&self.redis_commands[ep], commands);
+            add(&self.redis_reconnects[ep], reconnects);
+        }
+    }
+
+    fn load<const N: usize>(v: &[AtomicU64; N]) -> [u64; N] {
+        core::array::from_fn(|i| v[i].load(Relaxed))
+    }
+}
+
+/// Where a snapshot's zone and Redis figures come from.
+pub struct Sources<'a, G> {
+    pub store: StoreStats,
+    /// Every live worker's gauges.
+    pub gauges: G,
+    /// `host:port` of each Redis endpoint, in endpoint order.
+    pub redis: &'a [String],
+    pub zone_used: u64,
+    pub zone_size: u64,
+}
+
+impl Snapshot {
+    /// The counters, the store's figures and the workers' gauges together.
+    pub fn take<'a, G>(totals: &Totals, src: Sources<'_, G>) -> Snapshot
+    where
+        G: Iterator<Item = &'a WorkerGauges>,
+    {
+        let commands = Totals::load(&totals.redis_commands);
+        let reconnects = Totals::load(&totals.redis_reconnects);
+        let mut redis: Vec<RedisFigures> = src
+            .redis
+            .iter()
+            .take(STATS_REDIS)
+            .enumerate()
+            .map(|(ep, name)| RedisFigures {
+                name: name.clone(),
+                up: true,
+                commands: commands[ep],
+                reconnects: reconnects[ep],
+                pending: 0,
+            })
+            .collect();
+        let mut listeners = [0u64; 4];
+        for g in src.gauges {
+            for (t, n) in listeners.iter_mut().zip(g.held) {
+                *t += u64::from(n);
+            }
+            for (ep, r) in redis.iter_mut().enumerate() {
+                r.up &= g.redis_up[ep];
+                r.pending += u64::from(g.redis_pending[ep]);
+            }
+        }
+        Snapshot {
+            published: totals.published.load(Relaxed),
+            delivered: Totals::load(&totals.delivered),
+            stored: src.store.stored,
+            expired: src.store.expired,
+            evicted: src.store.evicted,
+            rejected: Totals::load(&totals.rejected),
+            channels: src.store.channels,
+            listeners,
+            listener_requests: Totals::load(&totals.listener_requests),
+            zone_used: src.zone_used,
+            zone_size: src.zone_size,
+            wakeups: totals.wakeups.load(Relaxed),
+            redis,
+        }
+    }
+}
+
+/// How `push_stats` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Prometheus,
+    Json,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => "text/plain; version=0.0.4",
+            Format::Json => "application/json",
+        }
+    }
+
+    pub fn render(self, s: &Snapshot) -> Vec<u8> {
+        match self {
+            Format::Prometheus => prometheus(s),
+            Format::Json => json(s),
+        }
+    }
+}
+
+/// A `push_stats` request: `GET` or `HEAD`, JSON when `Accept` names it.
+pub fn asked(method: Method, accept: Option<&[u8]>) -> Result<Format, Refusal> {
+    if !matches!(method, Method::Get | Method::Head) {
+        return Err(Refusal::NotAllowed(Role::Stats));
+    }
+    let json = accept.is_some_and(|a| a.to_ascii_lowercase().windows(4).any(|w| w == b"json"));
+    Ok(if json {
+        Format::Json
+    } else {
+        Format::Prometheus
+    })
 }
 
 /// One Redis server's figures.
@@ -80,7 +252,11 @@ struct Metric<'a> {
 }
 
 fn by_transport(v: &[u64; 4]) -> Vec<(&'static str, u64)> {
-    Transport::ALL.iter().map(|t| t.name()).zip(v.iter().copied()).collect()
+    Transport::ALL
+        .iter()
+        .map(|t| t.name())
+        .zip(v.iter().copied())
+        .collect()
 }
 
 fn metrics(s: &Snapshot) -> Vec<Metric<'_>> {
@@ -134,7 +310,12 @@ fn metrics(s: &Snapshot) -> Vec<Metric<'_>> {
                 .zip(s.rejected.iter().copied())
                 .collect(),
         },
-        one("channels", Kind::Gauge, "Channels in the zone now.", s.channels),
+        one(
+            "channels",
+            Kind::Gauge,
+            "Channels in the zone now.",
+            s.channels,
+        ),
         Metric {
             name: "listeners",
             kind: Kind::Gauge,
@@ -341,6 +522,81 @@ mod tests {
                 assert!(line.starts_with(declared), "{line} under {declared}");
             }
         }
+    }
+
+    #[test]
+    fn a_snapshot_sums_the_counters_and_every_workers_gauges() {
+        let t = Totals::default();
+        t.published();
+        t.delivered(&[2, 0, 5, 0]);
+        t.delivered(&[1, 0, 0, 0]);
+        t.rejected(Rejected::of(&Refusal::MaybeStored).unwrap());
+        t.listener_request(Transport::WebSocket);
+        t.wakeups(3);
+        t.redis(0, 10, 1);
+        t.redis(STATS_REDIS, 10, 1); // beyond the reported ones: ignored
+        let mut a = WorkerGauges {
+            held: [1, 0, 2, 0],
+            ..WorkerGauges::default()
+        };
+        a.redis_up[0] = true;
+        a.redis_pending[0] = 4;
+        let mut b = a;
+        b.redis_up[0] = false;
+        let names = ["127.0.0.1:6379".to_string()];
+        let s = Snapshot::take(
+            &t,
+            Sources {
+                store: StoreStats {
+                    channels: 2,
+                    stored: 3,
+                    expired: 1,
+                    evicted: 0,
+                },
+                gauges: [a, b].iter(),
+                redis: &names,
+                zone_used: 10,
+                zone_size: 20,
+            },
+        );
+        assert_eq!(s.published, 1);
+        assert_eq!(s.delivered, [3, 0, 5, 0]);
+        assert_eq!(s.rejected, [0, 0, 0, 1]);
+        assert_eq!(s.listener_requests, [0, 0, 0, 1]);
+        assert_eq!(s.listeners, [2, 0, 4, 0]);
+        assert_eq!((s.channels, s.stored, s.expired, s.wakeups), (2, 3, 1, 3));
+        let r = &s.redis[0];
+        assert_eq!(
+            (r.up, r.pending, r.commands, r.reconnects),
+            (false, 8, 10, 1)
+        );
+        assert_eq!(Rejected::of(&Refusal::NotFound), None);
+        assert_eq!(
+            Rejected::of(&Refusal::BadEventName),
+            Some(Rejected::BadMessage)
+        );
+    }
+
+    #[test]
+    fn get_or_head_and_json_when_accept_names_it() {
+        assert_eq!(asked(Method::Get, None), Ok(Format::Prometheus));
+        assert_eq!(
+            asked(Method::Head, Some(b"text/plain")),
+            Ok(Format::Prometheus)
+        );
+        assert_eq!(
+            asked(Method::Get, Some(b"text/html, Application/JSON;q=0.9")),
+            Ok(Format::Json)
+        );
+        assert_eq!(
+            asked(Method::Post, None),
+            Err(Refusal::NotAllowed(Role::Stats))
+        );
+        let reply = Refusal::NotAllowed(Role::Stats).reply();
+        assert_eq!(
+            (reply.status, reply.header),
+            (405, Some(("Allow", "GET, HEAD")))
+        );
     }
 
     #[test]

@@ -73,6 +73,7 @@ enum Becomes {
     Sender = 1,
     Listener = 2,
     Subscriber = 3,
+    Stats = 4,
 }
 
 unsafe extern "C" fn set_role(
@@ -86,6 +87,7 @@ unsafe extern "C" fn set_role(
     let (role, names) = match post {
         x if x == Becomes::Sender as usize => (Role::Sender, Names::Seed),
         x if x == Becomes::Listener as usize => (Role::Listener, Names::Seed),
+        x if x == Becomes::Stats as usize => (Role::Stats, Names::Seed),
         _ => (Role::Listener, Names::Legacy),
     };
     let s = &mut lcf.settings;
@@ -93,7 +95,9 @@ unsafe extern "C" fn set_role(
         return refuse(c"is duplicate");
     }
     if s.role != Role::None {
-        return refuse(c"cannot be used together with push_sender/push_listener in one location");
+        return refuse(
+            c"cannot be used together with push_sender/push_listener/push_stats in one location",
+        );
     }
     // SAFETY: a directive handler's `cf`.
     let words = unsafe { args(cf) };
@@ -296,7 +300,7 @@ macro_rules! setting {
 }
 
 /// The directive table nginx reads (and never writes).
-pub struct Commands([ngx_command_t; 29]);
+pub struct Commands([ngx_command_t; 30]);
 
 // SAFETY: nginx only reads the table, from its single configuration thread.
 unsafe impl Sync for Commands {}
@@ -308,6 +312,14 @@ impl Commands {
 }
 
 pub static COMMANDS: Commands = Commands([
+    cmd(
+        ngx_string!("push_stats"),
+        SRV_LOC | NGX_CONF_NOARGS,
+        set_role,
+        LOC,
+        0,
+        Becomes::Stats as usize,
+    ),
     cmd(
         ngx_string!("push_sender"),
         SRV_LOC | NGX_CONF_NOARGS,

@@ -88,6 +88,9 @@ fn listen(req: Req<'_>) -> ngx_int_t {
         Ok(a) => a,
         Err(rc) => return rc,
     };
+    if let Some(t) = worker::totals() {
+        t.listener_request(a.transport);
+    }
     let ask = Listen {
         id: &id,
         cursor: if a.transport.is_stream() {
@@ -155,6 +158,7 @@ fn listened(
             let backlog = msgs
                 .get(backlog.start as usize..backlog.end as usize)
                 .unwrap_or(&[]);
+            delivered(a.transport, backlog.len());
             let started = match a.transport {
                 Transport::EventSource => eventsource::start(req, parking, &a.rules, backlog),
                 Transport::WebSocket => websocket::start(
@@ -179,11 +183,23 @@ fn listened(
             NGX_DONE as ngx_int_t
         }
         Ok(Listened::Message(MsgRef::Copy(i))) => match msgs.get(i as usize) {
-            Some(d) => req.message(d, a.origin),
+            Some(d) => {
+                delivered(a.transport, 1);
+                req.message(d, a.origin)
+            }
             None => ERROR,
         },
         Ok(Listened::Message(MsgRef::Published)) => ERROR,
         Ok(Listened::NotModified) => req.not_modified(a.origin),
         Err(refusal) => req.refuse(refusal.reply(), Some(a.origin)),
+    }
+}
+
+/// Count messages a listener got with its request's own answer.
+fn delivered(t: Transport, n: usize) {
+    if let (Some(totals), true) = (worker::totals(), n > 0) {
+        let mut by = [0u64; 4];
+        by[t as usize] = n as u64;
+        totals.delivered(&by);
     }
 }

@@ -1,5 +1,6 @@
-//! The content handlers of listener and sender locations: read the
+//! The content handlers of listener, sender and stats locations: read the
 //! request, call the relay, answer (or park the listener).
 
 pub mod listener;
 pub mod sender;
+pub mod stats;

@@ -6,7 +6,8 @@ use std::rc::Rc;
 
 use nginx_sys::{
     ngx_http_request_t, ngx_int_t, NGX_DONE, NGX_HTTP_ACCEPTED, NGX_HTTP_CREATED,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
 };
 use push_relay::backend::{OpId, Publish, Published};
 use push_relay::conf::Role;
@@ -17,6 +18,7 @@ use push_relay::proto::msghttp;
 use push_relay::proto::text::is_token;
 use push_relay::redis::backend::Completion;
 use push_relay::request::{sender_op, SenderOp};
+use push_relay::stats::Rejected;
 
 use crate::conf::{self, Store};
 use crate::http::request::Req;
@@ -118,10 +120,46 @@ fn resume(req: Req<'_>, c: Completion, _msgs: &[Rc<Delivery>]) {
     req.finalize(rc);
 }
 
+fn rejected(why: Rejected) {
+    if let Some(t) = worker::totals() {
+        t.rejected(why);
+    }
+}
+
+/// The log phase of every request (registered only when some location is
+/// a sender): a `413` of a sender location counts as a publish rejected as
+/// too large (nginx answers `client_max_body_size`, from Content-Length,
+/// before any content handler runs).
+///
+/// # Safety
+/// nginx's log phase calls it with a live request.
+pub unsafe extern "C" fn log_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: live for the call (the log phase's request).
+    if let Some(req) = unsafe { Req::new(r) } {
+        if req.get().headers_out.status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as usize
+            && conf::of_request(req.ngx()).is_some_and(|(l, _)| l.settings.role == Role::Sender)
+        {
+            rejected(Rejected::TooLarge);
+        }
+    }
+    NGX_OK as ngx_int_t
+}
+
+/// Refuse a publish, counting it under its reason.
+fn refuse(req: Req<'_>, refusal: Refusal) -> ngx_int_t {
+    if let Some(why) = Rejected::of(&refusal) {
+        rejected(why);
+    }
+    req.refuse(refusal.reply(), None)
+}
+
 /// `201` when a listener was held, else `202`, with the channel's info.
 fn published(req: Req<'_>, out: Result<Published, Refusal>) -> ngx_int_t {
     match out {
         Ok(posted) => {
+            if let Some(t) = worker::totals() {
+                t.published();
+            }
             let status = if posted.held > 0 {
                 NGX_HTTP_CREATED
             } else {
@@ -129,7 +167,7 @@ fn published(req: Req<'_>, out: Result<Published, Refusal>) -> ngx_int_t {
             };
             req.info(status as u16, &posted.info)
         }
-        Err(refusal) => req.refuse(refusal.reply(), None),
+        Err(refusal) => refuse(req, refusal),
     }
 }
 
@@ -147,7 +185,7 @@ unsafe extern "C" fn publish_body(r: *mut ngx_http_request_t) {
 }
 
 fn publish(req: Req<'_>) -> ngx_int_t {
-    let Some((lcf, _)) = conf::of_request(req.ngx()) else {
+    let Some((lcf, mcf)) = conf::of_request(req.ngx()) else {
         return ERROR;
     };
     let Some(id) = req.post_id() else {
@@ -157,17 +195,20 @@ fn publish(req: Req<'_>) -> ngx_int_t {
         req.log(Level::Error, "cannot read the request body");
         return ERROR;
     };
+    if lcf.store == Store::Zone && body.len() >= mcf.buffer_size {
+        return refuse(req, Refusal::TooLarge);
+    }
     let content_type = req.content_type().unwrap_or(b"");
     if is_message_http(content_type) {
         if let Err(e) = msghttp::parse(&body) {
-            return req.refuse(Refusal::BadMessage(e).reply(), None);
+            return refuse(req, Refusal::BadMessage(e));
         }
     }
     // Named events for EventSource listeners: a token, checked here so a
     // stream can never be split by it.
     let event = req.header(b"X-EventSource-Event").unwrap_or(b"");
     if !event.is_empty() && !is_token(event) {
-        return req.refuse(Refusal::BadEventName.reply(), None);
+        return refuse(req, Refusal::BadEventName);
     }
     let p = Publish {
         id,

@@ -265,7 +265,7 @@ impl<'r> Req<'r> {
     }
 
     /// A status with a body made at run time (copied into the pool).
-    fn dynamic(&self, status: u16, content_type: &'static str, body: &[u8]) -> ngx_int_t {
+    pub fn dynamic(&self, status: u16, content_type: &'static str, body: &[u8]) -> ngx_int_t {
         let Some(body) = self.pool_copy(body) else {
             return ERROR;
         };

@@ -10,6 +10,7 @@ use push_relay::backend::{Backend, OpId, Step};
 use push_relay::delivery::Delivery;
 use push_relay::registry::{ChanKey, Key};
 use push_relay::relay::{Answer, Effects, MsgRef};
+use push_relay::transport::Transport;
 use push_relay::zone::Wake;
 use push_relay::zone_backend::ZoneBackend;
 
@@ -29,14 +30,13 @@ pub enum Out<'a> {
 }
 
 /// The transports' way to hand `Out` to the held listener `key` (given to
-/// the worker when it starts, so this layer does not reach up to them).
-pub type Deliver = fn(Key, Out<'_>);
+/// the worker when it starts, so this layer does not reach up to them);
+/// the listener's transport if it was still there.
+pub type Deliver = fn(Key, Out<'_>) -> Option<Transport>;
 
 /// Hand `out` to held listener `key` through its transport.
-pub fn deliver(key: Key, out: Out<'_>) {
-    if let Some(deliver) = with(|w| w.deliver) {
-        deliver(key, out);
-    }
+pub fn deliver(key: Key, out: Out<'_>) -> Option<Transport> {
+    with(|w| w.deliver).and_then(|deliver| deliver(key, out))
 }
 
 /// How far an operation got.
@@ -186,6 +186,7 @@ pub fn finish_then(
     let msgs = fx.copies.take_deliveries();
     first(&msgs);
     let mut answers = core::mem::take(&mut fx.answers);
+    let mut delivered = [0u64; 4];
     for (key, answer) in answers.drain(..) {
         let out = match answer {
             Answer::Message(MsgRef::Copy(i)) => msgs.get(i as usize).map(Out::Message),
@@ -195,8 +196,15 @@ pub fn finish_then(
             Answer::Ended => Some(Out::Ended),
         };
         if let Some(out) = out {
-            deliver(key, out);
+            let message = matches!(out, Out::Message(_));
+            match deliver(key, out) {
+                Some(t) if message => delivered[t as usize] += 1,
+                _ => {}
+            }
         }
+    }
+    if let Some(t) = worker::totals() {
+        t.delivered(&delivered);
     }
     fx.answers = answers;
     with(|w| w.fx = fx);
@@ -218,10 +226,11 @@ const REWAKE_TRIES: u32 = 20;
 /// that are gone; send again, a little later, what the kernel refused.
 pub fn wake(targets: &[Wake]) {
     let mut gone = Vec::new();
+    let mut sent = 0;
     with(|w| {
         for t in targets {
             match w.waker.send(t.pid, t.nonce) {
-                Sent::Ok => {}
+                Sent::Ok => sent += 1,
                 Sent::Gone => gone.push(*t),
                 Sent::Failed(errno) => {
                     if w.rewake.is_empty() {
@@ -242,6 +251,9 @@ pub fn wake(targets: &[Wake]) {
             }
         }
     });
+    if let Some(t) = worker::totals() {
+        t.wakeups(sent);
+    }
     if gone.is_empty() {
         return;
     }

@@ -49,6 +49,8 @@ pub struct RedisConn {
     /// What a connect that failed at once left to carry out (it happens
     /// inside a borrow of the worker).
     pending_after: Option<(Vec<(OpId, Completion)>, Effects)>,
+    /// Commands and reconnections as last added to the totals.
+    reported: (u64, u64),
 }
 
 fn now_ms() -> u64 {
@@ -135,7 +137,22 @@ impl RedisConn {
             read_buf: vec![0; 64 * 1024],
             log,
             pending_after: None,
+            reported: (0, 0),
         })
+    }
+
+    /// Commands sent and reconnections made since the last call.
+    pub fn counted(&mut self) -> (u64, u64) {
+        let now = (
+            self.backend.commands_total(),
+            self.backend.reconnects_total(),
+        );
+        let d = (
+            now.0.saturating_sub(self.reported.0),
+            now.1.saturating_sub(self.reported.1),
+        );
+        self.reported = now;
+        d
     }
 
     /// Start: connect, and run the heartbeat and the timeout watch.

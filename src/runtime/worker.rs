@@ -9,7 +9,7 @@
 //! written with no borrow held: writing runs nginx code that can call back,
 //! a failed write runs the request's cleanup).
 
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 
 use nginx_sys::{
     __errno_location, kill, ngx_add_timer, ngx_connection_t, ngx_del_timer, ngx_event_t,
@@ -18,7 +18,9 @@ use nginx_sys::{
 };
 use push_relay::backend::{Backend, Step};
 use push_relay::relay::{Effects, Relay};
+use push_relay::stats::Totals;
 use push_relay::zone::{Wake, WorkerId};
+use push_relay::zone::{WorkerGauges, STATS_REDIS};
 
 use super::faults;
 use super::ops::{self, Deliver};
@@ -53,6 +55,36 @@ pub struct Worker {
 
 thread_local! {
     static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+    /// The zone's counters, reachable from any callback (no borrow of the
+    /// worker needed to count).
+    static TOTALS: Cell<Option<&'static Totals>> = const { Cell::new(None) };
+}
+
+/// The zone's counters, once the worker has joined it.
+pub fn totals() -> Option<&'static Totals> {
+    TOTALS.with(Cell::get)
+}
+
+/// Write this worker's gauges into the zone (its held listeners, its Redis
+/// connections) and add what its Redis connections counted since the last
+/// report to the totals.
+pub fn report(w: &mut Worker) {
+    let mut g = WorkerGauges::default();
+    let mut held = w.relay.held_by_transport();
+    let totals = w.zone.totals();
+    for (ep, c) in w.redis.iter_mut().enumerate() {
+        for (t, n) in held.iter_mut().zip(c.backend.relay().held_by_transport()) {
+            *t += n;
+        }
+        if ep < STATS_REDIS {
+            g.redis_up[ep] = c.backend.is_up();
+            g.redis_pending[ep] = c.backend.in_flight() as u32;
+        }
+        let (commands, reconnects) = c.counted();
+        totals.redis(ep, commands, reconnects);
+    }
+    g.held = held.map(|n| n as u32);
+    w.zone.lock().store.set_gauges(w.me, g);
 }
 
 /// Run `f` with this worker's state; `None` when the module has no zone in
@@ -161,6 +193,7 @@ pub unsafe fn start(
         );
         return NGX_ERROR as ngx_int_t;
     };
+    TOTALS.with(|t| t.set(Some(zone.totals())));
     let installed = WORKER.with(|slot| {
         let mut slot = slot.try_borrow_mut().ok()?;
         *slot = Some(Worker {
@@ -210,6 +243,7 @@ fn alive(pid: i32) -> bool {
 pub fn stop() {
     release_all();
     with(|w| {
+        report(w);
         disarm(&mut w.sweep);
         disarm(&mut w.rewake_timer);
         for c in &mut w.redis {
@@ -222,7 +256,10 @@ pub fn stop() {
 
 /// The sweep timer.
 unsafe extern "C" fn on_sweep(ev: *mut ngx_event_t) {
-    with(|w| w.zone.lock().store.sweep(now(), SWEEP_BUCKETS));
+    with(|w| {
+        w.zone.lock().store.sweep(now(), SWEEP_BUCKETS);
+        report(w);
+    });
     ops::catch_up();
     if !exiting() {
         // SAFETY: the worker's sweep event, which nginx just fired.

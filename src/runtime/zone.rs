@@ -14,6 +14,7 @@ use nginx_sys::{
 };
 use ngx::core::slab::{LockedSlabPool, SlabPool};
 use ngx::ngx_string;
+use push_relay::stats::Totals;
 use push_relay::zone::Store;
 
 /// The zone's slab pool as the store's allocator. It is `Copy`, so every
@@ -54,11 +55,13 @@ unsafe impl Allocator for ShmAlloc {
 pub struct Root {
     magic: u64,
     pub store: Store<ShmAlloc>,
+    /// Counters updated without the lock (atomics), beside the store.
+    totals: Totals,
 }
 
 /// Changes whenever `Root` or anything in it changes shape: a reload that
 /// loads a different build must not read the old zone as its own.
-const MAGIC: u64 = 0x7075_7368_0000_0002 ^ (core::mem::size_of::<Root>() as u64);
+const MAGIC: u64 = 0x7075_7368_0000_0003 ^ (core::mem::size_of::<Root>() as u64);
 
 /// The zone of a running worker.
 pub struct Zone {
@@ -97,6 +100,28 @@ impl Zone {
             // process or call touches the store meanwhile; the root stays
             // mapped for the worker's life.
             store: unsafe { &mut (*self.root.as_ptr()).store },
+        }
+    }
+
+    /// The counters of `push_stats`, for the life of the worker.
+    pub fn totals(&self) -> &'static Totals {
+        // SAFETY: the zone stays mapped for the process's life, and the
+        // totals are atomics, shared by design; `Locked` borrows only the
+        // `store` field, never the whole root, so the two never alias.
+        unsafe { &(*self.root.as_ptr()).totals }
+    }
+
+    /// Bytes of the zone in use (pages taken, headers included), and its
+    /// size.
+    pub fn bytes(&self) -> (u64, u64) {
+        let pool: *const ngx_slab_pool_t = self.slab.as_ref();
+        // SAFETY: the pool header is mapped; `pfree` and the page bounds
+        // are read under the mutex, where the slab functions write them.
+        let _mutex = self.slab.lock();
+        unsafe {
+            let size = (*pool).end as u64 - pool as u64;
+            let free = ((*pool).pfree as u64) << nginx_sys::ngx_pagesize_shift;
+            (size.saturating_sub(free), size)
         }
     }
 }
@@ -183,6 +208,7 @@ unsafe fn new_root(
         Root {
             magic: MAGIC,
             store,
+            totals: Totals::default(),
         },
         &alloc,
     )

@@ -17,19 +17,15 @@ use crate::runtime::ops::Out;
 use crate::runtime::parked;
 use crate::runtime::worker::with;
 
-/// Hand `out` to the held listener `key`, if its request is still there.
-pub fn deliver(key: Key, out: Out<'_>) {
-    let Some(Some(r)) = with(|w| w.parked.get(key)) else {
-        return;
-    };
+/// Hand `out` to the held listener `key`, if its request is still there;
+/// its transport when it was.
+pub fn deliver(key: Key, out: Out<'_>) -> Option<Transport> {
+    let r = with(|w| w.parked.get(key))??;
     // SAFETY: a request in the parked table is live: its cleanup takes it
     // out before nginx frees it.
-    let Some(req) = (unsafe { Req::new(r) }) else {
-        return;
-    };
-    let Some(ctx) = parked::ctx(req) else {
-        return;
-    };
+    let req = unsafe { Req::new(r) }?;
+    let ctx = parked::ctx(req)?;
+    let transport = ctx.transport;
     match ctx.transport {
         Transport::LongPoll | Transport::IntervalPoll => longpoll::answer(req, &ctx, out),
         Transport::EventSource => {
@@ -43,4 +39,5 @@ pub fn deliver(key: Key, out: Out<'_>) {
             }
         }
     }
+    Some(transport)
 }

@@ -417,7 +417,8 @@ impl RedisBackend {
     }
 
     pub fn reconnects_total(&self) -> u64 {
-        self.client.reconnects
+        // The first connection is not a reconnection.
+        self.client.connections.saturating_sub(1)
     }
 
     pub fn output(&mut self) -> &mut Vec<u8> {

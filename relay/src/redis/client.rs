@@ -201,8 +201,8 @@ pub struct Client<T> {
     retry_at: u64,
     backoff: Backoff,
     logs: Vec<(Level, String)>,
-    /// Connections made (stats).
-    pub reconnects: u64,
+    /// Connections made ready (stats).
+    pub connections: u64,
 }
 
 impl<T> Client<T> {
@@ -227,7 +227,7 @@ impl<T> Client<T> {
             retry_at: 0,
             backoff: Backoff::new(cfg.connect_timeout_ms, cfg.seed),
             logs: Vec::new(),
-            reconnects: 0,
+            connections: 0,
             cfg,
         }
     }
@@ -437,7 +437,7 @@ impl<T> Client<T> {
                 Dispatched::Ready => {
                     self.phase = Phase::Ready;
                     self.backoff.reset();
-                    self.reconnects += 1;
+                    self.connections += 1;
                     let line = format!("push_redis: connected to Redis at {}", self.target());
                     self.logs.push((Level::Notice, line));
                     let markers = self.markers.clone();

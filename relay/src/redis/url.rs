@@ -21,6 +21,22 @@ pub struct RedisUrl {
 
 pub const DEFAULT_PORT: u16 = 6379;
 
+impl RedisUrl {
+    /// How the stats name this server: `host:port[/db]`, never the
+    /// credentials.
+    pub fn label(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match self.db {
+            Some(db) => format!("{host}:{}/{db}", self.port),
+            None => format!("{host}:{}", self.port),
+        }
+    }
+}
+
 /// Why a URL is refused; `message()` is the text after
 /// `push_redis "<url>": ` in nginx's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
