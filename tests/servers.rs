@@ -597,3 +597,39 @@ fn queued_at_redis(pid: i32, redis_port: u16) -> u64 {
         .map(|r| u64::from_str_radix(r[4].rsplit(':').next().unwrap_or("0"), 16).unwrap_or(0))
         .sum()
 }
+
+/// A reload while a request waits on a Redis that stopped answering: the
+/// old worker stays until it is answered (here by the command timeout,
+/// 503) instead of exiting with the request's connection open.
+#[test]
+fn a_reload_waits_for_requests_waiting_on_redis() {
+    let redis = RedisServer::start_with(RedisOpts::default());
+    let ngx = Conf::new(1)
+        .http(&format!(
+            "push_redis {}; push_redis_connect_timeout 2s;",
+            redis.url()
+        ))
+        .sender_server("location = /stats { push_stats; }")
+        .start();
+    wait_until(PROMPT, "connected to Redis", || ngx.info("probe").status == 404);
+    let pending = || {
+        let t = ngx.sender().recv_now(&Req::get("/stats")).text();
+        t.lines()
+            .find(|l| l.starts_with("nginx_push_redis_pending_commands"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let old = ngx.worker_pids();
+    redis.pause();
+    let mut s = ngx.sender();
+    s.send(&Req::post(&chan_path("w"), b"waiting"));
+    wait_until(PROMPT, "the POST waits on Redis", || pending() >= 1);
+    ngx.reload();
+    let r = s.recv(PROMPT);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(ngx.wait_workers_gone(&old, PROMPT));
+    redis.resume();
+    let log = ngx.error_log();
+    assert!(!log.contains("open socket"), "{log}");
+    ngx.stop_and_check_allowing(&["redis"]);
+}

@@ -8,7 +8,9 @@
 pub mod faults;
 pub mod ops;
 pub mod parked;
+pub mod recovery;
 pub mod redis;
+pub mod shmalloc;
 pub mod waiting;
 pub mod wakeup;
 pub mod worker;

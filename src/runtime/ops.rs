@@ -174,7 +174,7 @@ pub fn finish_then(
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 w.log,
-                "push: events for this worker's listeners were lost (the zone was full); {} channel(s) resynchronised with the store",
+                "push: events for this worker's listeners were lost (the zone was full, or was repaired after a worker died holding its lock); {} channel(s) resynchronised with the store",
                 n
             );
         });

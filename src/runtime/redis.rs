@@ -141,6 +141,16 @@ impl RedisConn {
         })
     }
 
+    /// While requests wait on this connection, its watch timer is not
+    /// cancelable, so an exiting worker (a reload) stays until they are
+    /// answered, by Redis or by the command timeout, instead of leaving
+    /// their connections open. Whether any wait.
+    pub fn hold_worker(&mut self) -> bool {
+        let busy = !self.waiting.is_empty();
+        self.watch.set_cancelable(u32::from(!busy));
+        busy
+    }
+
     /// Commands sent and reconnections made since the last call.
     pub fn counted(&mut self) -> (u64, u64) {
         let now = (
@@ -439,7 +449,7 @@ unsafe extern "C" fn on_watch(ev: *mut ngx_event_t) {
     let ep = ep_of_event(ev);
     on_conn(ep, |c| {
         let w = c.watch_ms as u64;
-        if !super::worker::exiting() {
+        if c.hold_worker() || !super::worker::exiting() {
             arm(&mut c.watch, w);
         }
         if !c.conn.is_null() && !c.connecting && c.backend.expired(now_ms()) {

@@ -59,6 +59,7 @@ pub fn wait(req: Req<'_>, ep: usize, op: OpId, resume: Resume, counted: bool) ->
                     resume,
                 },
             );
+            c.hold_worker();
         }
     });
     Ok(())

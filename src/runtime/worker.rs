@@ -96,6 +96,12 @@ pub fn with<R>(f: impl FnOnce(&mut Worker) -> R) -> Option<R> {
     })
 }
 
+/// This process's pid.
+pub fn pid() -> i32 {
+    // SAFETY: nginx sets it before init_process; read-only afterwards.
+    unsafe { ngx_pid }
+}
+
 /// Seconds since the epoch, nginx's cached clock.
 pub fn now() -> u64 {
     // SAFETY: reads nginx's cached time, updated by this thread's loop.
@@ -152,7 +158,7 @@ pub unsafe fn start(
     deliver: Deliver,
 ) -> ngx_int_t {
     // SAFETY: the caller's contract.
-    let Some(zone) = (unsafe { Zone::of(shm_zone) }) else {
+    let Some(zone) = (unsafe { Zone::of(shm_zone, log) }) else {
         return NGX_OK as ngx_int_t;
     };
     faults::load();
@@ -193,6 +199,7 @@ pub unsafe fn start(
         );
         return NGX_ERROR as ngx_int_t;
     };
+    zone.joined(me, pid, nonce);
     TOTALS.with(|t| t.set(Some(zone.totals())));
     let installed = WORKER.with(|slot| {
         let mut slot = slot.try_borrow_mut().ok()?;
@@ -260,6 +267,11 @@ unsafe extern "C" fn on_sweep(ev: *mut ngx_event_t) {
         w.zone.lock().store.sweep(now(), SWEEP_BUCKETS);
         report(w);
     });
+    if with(|w| w.zone.take_dropped()) == Some(true) {
+        // The store was rebuilt: this worker's held listeners are not in
+        // it; end them (they come back and are held in the new one).
+        release_zone();
+    }
     ops::catch_up();
     if !exiting() {
         // SAFETY: the worker's sweep event, which nginx just fired.
@@ -283,9 +295,8 @@ unsafe extern "C" fn on_wake(ev: *mut ngx_event_t) {
     ops::catch_up();
 }
 
-/// Every held listener ends (the worker is exiting), in the zone and in
-/// every Redis; what Redis must be told is sent at once.
-pub fn release_all() {
+/// Every held listener of a zone channel ends.
+fn release_zone() {
     let now = now();
     if let Some(((), fx)) = ops::zone(|b, fx| {
         b.release_all(now, fx);
@@ -293,6 +304,13 @@ pub fn release_all() {
     }) {
         ops::finish(fx, None);
     }
+}
+
+/// Every held listener ends (the worker is exiting), in the zone and in
+/// every Redis; what Redis must be told is sent at once.
+pub fn release_all() {
+    let now = now();
+    release_zone();
     let n = with(|w| w.redis.len()).unwrap_or(0);
     for ep in 0..n {
         let fx = with(|w| {

@@ -8,7 +8,13 @@
 //! `try_new_in`): running out of zone memory is an answer (`507`), never a
 //! panic, and an operation that cannot get its memory changes nothing.
 
+mod check;
+pub mod points;
+
 use core::hash::Hasher;
+
+pub use check::{Census, Defect, Repairs};
+use points::point;
 
 use allocator_api2::alloc::Allocator;
 use allocator_api2::boxed::Box;
@@ -150,7 +156,9 @@ impl<A: Allocator + Clone> Channel<A> {
         }
     }
 
-    fn expire(&mut self, now: u64) {
+    /// Free the expired messages; whether there were any.
+    fn expire(&mut self, now: u64) -> bool {
+        let before = self.expired_n;
         let mut i = 0;
         while i < self.stored.len() {
             if self.stored[i].expired(now) {
@@ -161,6 +169,7 @@ impl<A: Allocator + Clone> Channel<A> {
                 i += 1;
             }
         }
+        self.expired_n != before
     }
 
     /// A message leaving the buffer is freed unless another worker still
@@ -227,14 +236,14 @@ impl<A: Allocator + Clone> Channel<A> {
 }
 
 /// Work one worker owes another: answer its held listeners on a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Event {
     pub hash: u64,
     pub serial: u64,
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
     /// Deliver message `id` to listeners held before `upto`.
     Message { id: MsgId, upto: Seq },
@@ -337,6 +346,9 @@ pub struct Store<A: Allocator + Clone> {
     alloc: A,
     key: [u64; 2],
     buckets: Vec<Option<Box<Channel<A>, A>>, A>,
+    /// The bucket table being replaced by a bigger one; empty but while
+    /// `grow_buckets` moves the channels.
+    rehash_from: Vec<Option<Box<Channel<A>, A>>, A>,
     channels: usize,
     workers: Vec<Worker<A>, A>,
     /// Deleted channels whose messages other workers still have to fetch
@@ -372,6 +384,7 @@ impl<A: Allocator + Clone> Store<A> {
         buckets.resize_with(INITIAL_BUCKETS, || None);
         Ok(Store {
             workers: Vec::new_in(alloc.clone()),
+            rehash_from: Vec::new_in(alloc.clone()),
             orphans: Vec::new_in(alloc.clone()),
             alloc,
             key,
@@ -383,6 +396,65 @@ impl<A: Allocator + Clone> Store<A> {
             sweep_pos: 0,
             retired: (0, 0),
         })
+    }
+
+    /// A new, empty store replacing one damaged beyond repair: worker ids
+    /// and channel serials continue after `counters` (the old store's, as
+    /// far as they could be read), so nothing from before is mistaken for
+    /// something new.
+    pub fn new_after(
+        alloc: A,
+        key: [u64; 2],
+        counters: (WorkerId, u64),
+    ) -> Result<Self, StoreError> {
+        let mut s = Store::new(alloc, key)?;
+        s.next_worker = counters.0.max(1);
+        s.next_serial = counters.1.max(1);
+        Ok(s)
+    }
+
+    /// The next worker id and channel serial.
+    pub fn counters(&self) -> (WorkerId, u64) {
+        (self.next_worker, self.next_serial)
+    }
+
+    /// Register again, under its own id, a worker the store lost when it
+    /// was rebuilt.
+    pub fn register_worker_as(
+        &mut self,
+        id: WorkerId,
+        pid: i32,
+        nonce: u64,
+    ) -> Result<(), StoreError> {
+        if self.workers.iter().any(|w| w.id == id) {
+            return Ok(());
+        }
+        let w = Worker {
+            id,
+            pid,
+            nonce,
+            inbox: Vec::new_in(self.alloc.clone()),
+            overflow: false,
+            gauges: WorkerGauges::default(),
+        };
+        try_push(&mut self.workers, w)?;
+        self.next_worker = self.next_worker.max(id + 1);
+        Ok(())
+    }
+
+    /// Damage the store the way no interrupted update can (a channel moved
+    /// to the wrong bucket): the tests' way to reach the rebuild.
+    #[cfg(debug_assertions)]
+    pub fn misfile_for_tests(&mut self) {
+        let n = self.buckets.len();
+        if let Some(b) = self.buckets.iter().position(Option::is_some) {
+            if let Some(mut c) = self.buckets[b].take() {
+                self.buckets[b] = c.next.take();
+                let to = (b + 1) % n;
+                c.next = self.buckets[to].take();
+                self.buckets[to] = Some(c);
+            }
+        }
     }
 
     pub fn channel_count(&self) -> usize {
@@ -525,16 +597,39 @@ impl<A: Allocator + Clone> Store<A> {
             return;
         }
         new.resize_with(len, || None);
-        let old = core::mem::replace(&mut self.buckets, new);
-        for mut head in old {
-            while let Some(mut c) = head {
-                head = c.next.take();
+        // The old table stays reachable from the store while its channels
+        // move, one at a time: a worker dying here leaves every channel in
+        // one table or the other, and `repair` finishes the move.
+        self.rehash_from = core::mem::replace(&mut self.buckets, new);
+        self.finish_rehash();
+        self.sweep_pos = 0;
+    }
+
+    /// Move the first channel left in `rehash_from` (a test's interrupted
+    /// growth).
+    #[cfg(test)]
+    fn finish_rehash_one(&mut self) {
+        if let Some(i) = self.rehash_from.iter().position(Option::is_some) {
+            let mut c = self.rehash_from[i].take().unwrap();
+            self.rehash_from[i] = c.next.take();
+            let b = self.bucket_of(c.hash);
+            c.next = self.buckets[b].take();
+            self.buckets[b] = Some(c);
+        }
+    }
+
+    /// Move every channel of `rehash_from` into `buckets`, then free it.
+    fn finish_rehash(&mut self) {
+        for i in 0..self.rehash_from.len() {
+            while let Some(mut c) = self.rehash_from[i].take() {
+                self.rehash_from[i] = c.next.take();
                 let b = self.bucket_of(c.hash);
                 c.next = self.buckets[b].take();
                 self.buckets[b] = Some(c);
+                point("rehash:moving");
             }
         }
-        self.sweep_pos = 0;
+        self.rehash_from = Vec::new_in(self.alloc.clone());
     }
 
     /// Unlink and free the channel `serial` (with all its messages).
@@ -716,6 +811,7 @@ impl<A: Allocator + Clone> Store<A> {
             let Some(taken) = taken else {
                 break;
             };
+            point("drain:taken");
             if let Some(c) = self.by_serial_mut(e.hash, e.serial) {
                 c.remove_holders(me, taken);
             }
@@ -837,6 +933,7 @@ impl<A: Allocator + Clone> Store<A> {
         }
         c.newest_seq = seq;
         self.next_seq += 1;
+        point("listen:held");
         if evict_older {
             self.notify(hash, serial, EventKind::Conflict { before: seq }, me);
         }
@@ -919,6 +1016,7 @@ impl<A: Allocator + Clone> Store<A> {
             }
         }
 
+        point("publish:reserved");
         // Commit.
         let c = self
             .by_serial_mut(hash, serial)
@@ -939,6 +1037,7 @@ impl<A: Allocator + Clone> Store<A> {
                 c.park_or_drop(m);
             }
         }
+        point("publish:stored");
         for w in self.workers.iter_mut() {
             if remote_ids.contains(&w.id) {
                 let e = Event {
@@ -948,6 +1047,7 @@ impl<A: Allocator + Clone> Store<A> {
                 };
                 // Capacity was reserved above.
                 let _ = w.inbox.push_within_capacity(e);
+                point("publish:queued");
             }
         }
         Ok(Posted {
@@ -1024,7 +1124,9 @@ impl<A: Allocator + Clone> Store<A> {
                 }
                 let mut cur = self.buckets[b].as_deref_mut();
                 while let Some(c) = cur {
-                    c.expire(now);
+                    if c.expire(now) {
+                        point("sweep:expired");
+                    }
                     if c.is_idle(now) {
                         dead = Some((c.hash, c.serial));
                         break;
