@@ -611,7 +611,9 @@ fn a_reload_waits_for_requests_waiting_on_redis() {
         ))
         .sender_server("location = /stats { push_stats; }")
         .start();
-    wait_until(PROMPT, "connected to Redis", || ngx.info("probe").status == 404);
+    wait_until(PROMPT, "connected to Redis", || {
+        ngx.info("probe").status == 404
+    });
     let pending = || {
         let t = ngx.sender().recv_now(&Req::get("/stats")).text();
         t.lines()

@@ -171,6 +171,11 @@ fn listened(
                 ),
                 _ => parked::park(req, parking),
             };
+            req.debug(format_args!(
+                "listener held ({}), {} message(s) of backlog",
+                a.transport.name(),
+                backlog.len()
+            ));
             if started.is_err() {
                 ops::forget(a.store, chan, key);
                 worker::with(|w| w.parked.remove(key));
@@ -185,6 +190,10 @@ fn listened(
         Ok(Listened::Message(MsgRef::Copy(i))) => match msgs.get(i as usize) {
             Some(d) => {
                 delivered(a.transport, 1);
+                req.debug(format_args!(
+                    "listener answered at once ({})",
+                    a.transport.name()
+                ));
                 req.message(d, a.origin)
             }
             None => ERROR,

@@ -160,6 +160,10 @@ fn published(req: Req<'_>, out: Result<Published, Refusal>) -> ngx_int_t {
             if let Some(t) = worker::totals() {
                 t.published();
             }
+            req.debug(format_args!(
+                "published {}:{}, {} listener(s) held",
+                posted.id.time, posted.id.tag, posted.held
+            ));
             let status = if posted.held > 0 {
                 NGX_HTTP_CREATED
             } else {

@@ -44,6 +44,12 @@ impl<'r> Req<'r> {
         ngx::ngx_log_error!(ngx_level(level), self.ngx().log(), "push: {}", msg);
     }
 
+    /// A line at nginx's `debug` level (http mask): only an nginx built
+    /// `--with-debug` has it; the others compile it out.
+    pub fn debug(&self, args: core::fmt::Arguments<'_>) {
+        ngx::ngx_log_debug_mask!(DebugMask::Http, self.ngx().log(), "push: {}", args);
+    }
+
     /// A copy of `s` in the request pool.
     pub fn pool_copy(&self, s: &[u8]) -> Option<&'r [u8]> {
         if s.is_empty() {

@@ -206,6 +206,17 @@ pub fn finish_then(
     if let Some(t) = worker::totals() {
         t.delivered(&delivered);
     }
+    let n: u64 = delivered.iter().sum();
+    if n > 0 {
+        with(|w| {
+            ngx::ngx_log_debug_mask!(
+                DebugMask::Event,
+                w.log,
+                "push: {} message(s) handed to held listeners",
+                n
+            );
+        });
+    }
     fx.answers = answers;
     with(|w| w.fx = fx);
     msgs
@@ -253,6 +264,11 @@ pub fn wake(targets: &[Wake]) {
     });
     if let Some(t) = worker::totals() {
         t.wakeups(sent);
+    }
+    if sent > 0 {
+        with(|w| {
+            ngx::ngx_log_debug_mask!(DebugMask::Event, w.log, "push: woke {} worker(s)", sent);
+        });
     }
     if gone.is_empty() {
         return;
