@@ -15,8 +15,9 @@
 //! - `module`: what nginx loads, wiring the layers together.
 //!
 //! Each layer uses only those below it, in that order (bottom last).
-//! Unsafe code stays in `slots`, `conf`, `http`, `runtime` and `module`,
-//! each block with its `SAFETY`.
+//! Unsafe code stays in `slots`, `conf`, `http`, `runtime`, `transport`
+//! (a stream's buffers and timers) and `module`, each block with its
+//! `SAFETY`; the handlers have it only at their entry.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod conf;
