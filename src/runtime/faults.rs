@@ -115,13 +115,11 @@ mod imp {
         false
     }
     pub fn reached(_point: &str) {}
-    pub fn misfile_armed() -> bool {
-        false
-    }
     pub fn validate() -> bool {
         false
     }
-    pub fn die() {}
 }
 
-pub use imp::{die, load, misfile_armed, park_fails, reached, resync_always, validate, wake_fails};
+#[cfg(debug_assertions)]
+pub use imp::{die, misfile_armed};
+pub use imp::{load, park_fails, reached, resync_always, validate, wake_fails};

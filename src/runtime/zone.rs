@@ -151,6 +151,7 @@ impl Zone {
                 // this worker, even if the kernel gave it the same pid).
                 recovery::recover(self, dead as i32);
             }
+            #[cfg(debug_assertions)]
             if faults::misfile_armed() {
                 (*root).store.misfile_for_tests();
                 faults::die();
