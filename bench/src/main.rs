@@ -1,6 +1,7 @@
-//! push-bench: runs the same long-poll workloads against ngx_http_push and
-//! nchan, each in its own nginx started from the distribution's binary,
-//! alternating between them, and writes BENCHMARKS.md plus an SVG plot.
+//! push-bench: runs the same workloads (long-poll, EventSource and
+//! WebSocket listeners) against ngx_http_push and nchan, each in its own
+//! nginx started from the distribution's binary, alternating between them,
+//! and writes BENCHMARKS.md plus an SVG plot.
 //!
 //! Run it through `scripts/bench.sh`; `push-bench --help` lists options.
 
@@ -14,11 +15,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use server::{Kind, Nginx, Settings};
-use workloads::Metrics;
+use workloads::{Metrics, Transport};
 
 pub struct Opts {
     pub so: PathBuf,
     pub relays: Vec<String>,
+    pub transports: Vec<Transport>,
     pub reps: usize,
     pub rounds: usize,
     pub fanout: Vec<usize>,
@@ -44,6 +46,8 @@ options (defaults in brackets):
                        [$PUSH_MODULE_SO or target/distro/release/libngx_http_push.so]
   --nginx PATH         nginx binary [$PUSH_NGINX_BIN or /usr/sbin/nginx]
   --relays LIST        ours,nchan [ours,nchan]
+  --transports LIST    listener transports of every workload
+                       [long-poll,eventsource,websocket,ws-meta]
   --reps N             repetitions of each workload per relay, alternating [3]
   --rounds N           fan-out messages per N [5]
   --fanout LIST        fan-out listener counts [1000,5000,10000]
@@ -78,6 +82,7 @@ fn parse_args() -> Result<Opts, String> {
             root.join("target/distro/release/libngx_http_push.so"),
         ),
         relays: vec!["ours".into(), "nchan".into()],
+        transports: Transport::ALL.to_vec(),
         reps: 3,
         rounds: 5,
         fanout: vec![1000, 5000, 10000],
@@ -116,6 +121,12 @@ fn parse_args() -> Result<Opts, String> {
             "--so" => o.so = val()?.into(),
             "--nginx" => o.settings.nginx_bin = val()?.into(),
             "--relays" => o.relays = val()?.split(',').map(|s| s.trim().to_string()).collect(),
+            "--transports" => {
+                o.transports = val()?
+                    .split(',')
+                    .map(|s| Transport::parse(s.trim()).ok_or(format!("unknown transport {s}")))
+                    .collect::<Result<_, _>>()?;
+            }
             "--reps" => o.reps = num(val()?)?.max(1),
             "--rounds" => o.rounds = num(val()?)?.max(1),
             "--fanout" => o.fanout = list(&val()?),
@@ -187,9 +198,9 @@ fn find_module(file: &str) -> Result<PathBuf, String> {
 /// One workload, as run for one relay.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Work {
-    Fanout(usize),
-    Throughput,
-    Idle,
+    Fanout(Transport, usize),
+    Throughput(Transport),
+    Idle(Transport),
     Ceiling,
 }
 
@@ -209,9 +220,10 @@ fn run_one(work: Work, kind: Kind, o: &Opts) -> Result<Metrics, String> {
     let deadline = Instant::now() + o.deadline;
     let body = o.settings.body_size;
     let r = match work {
-        Work::Fanout(n) => workloads::fanout(&srv, n, o.rounds, body, deadline),
-        Work::Throughput => workloads::throughput(
+        Work::Fanout(t, n) => workloads::fanout(&srv, t, n, o.rounds, body, deadline),
+        Work::Throughput(t) => workloads::throughput(
             &srv,
+            t,
             &workloads::ThroughputSpec {
                 channels: o.tp_channels,
                 per_channel: o.tp_per_channel,
@@ -222,8 +234,9 @@ fn run_one(work: Work, kind: Kind, o: &Opts) -> Result<Metrics, String> {
             body,
             deadline,
         ),
-        Work::Idle => workloads::idle_memory(
+        Work::Idle(t) => workloads::idle_memory(
             &srv,
+            t,
             o.idle,
             o.idle_channels,
             Duration::from_millis(500),
@@ -245,20 +258,20 @@ fn run_one(work: Work, kind: Kind, o: &Opts) -> Result<Metrics, String> {
 fn brief(work: Work, m: &Metrics) -> String {
     let g = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
     match work {
-        Work::Fanout(_) => format!(
+        Work::Fanout(..) => format!(
             "all {:.1} ms, p50 {:.1} ms, server {:.2} us/delivery",
             g("all_ms"),
             g("p50_ms"),
             g("server_us_per_delivery")
         ),
-        Work::Throughput => format!(
+        Work::Throughput(_) => format!(
             "{:.0} deliveries/s, p99 {:.1} ms, missing {} repeated {}",
             g("deliveries_per_s"),
             g("lat_p99_ms"),
             g("missing"),
             g("repeated")
         ),
-        Work::Idle => format!(
+        Work::Idle(_) => format!(
             "{:.0} B/listener (Pss), {:.0} B (Rss)",
             g("pss_bytes_per_listener"),
             g("rss_bytes_per_listener")
@@ -301,9 +314,14 @@ fn main() {
         server::cpu_source()
     );
     let started = Instant::now();
-    let mut works: Vec<Work> = o.fanout.iter().map(|&n| Work::Fanout(n)).collect();
-    works.push(Work::Throughput);
-    works.push(Work::Idle);
+    // Transports interleaved within each size, so that the stream and the
+    // long-poll figures of one relay come from the same minutes.
+    let mut works: Vec<Work> = Vec::new();
+    for &n in &o.fanout {
+        works.extend(o.transports.iter().map(|&t| Work::Fanout(t, n)));
+    }
+    works.extend(o.transports.iter().map(|&t| Work::Throughput(t)));
+    works.extend(o.transports.iter().map(|&t| Work::Idle(t)));
     let mut results: Results = BTreeMap::new();
     for &work in &works {
         for rep in 0..o.reps {
@@ -329,17 +347,24 @@ fn main() {
                 results.get_mut(&key).expect("inserted above").push(r);
             }
         }
-        // The floor instance: idle memory (echo_sleep) and the ceiling.
-        if matches!(work, Work::Idle) {
-            for rep in 0..o.reps {
-                for w in [Work::Idle, Work::Ceiling] {
-                    let r = run_one(w, Kind::Floor, &o);
-                    match &r {
-                        Ok(m) => eprintln!("  {w:?} floor rep {}: {}", rep + 1, brief(w, m)),
-                        Err(e) => eprintln!("  {w:?} floor rep {}: FAILED: {e}", rep + 1),
-                    }
-                    results.entry((w, "floor".into())).or_default().push(r);
+        // The floor instance: idle memory (echo_sleep) and the ceiling
+        // after the long-poll idle workload; a held streaming response
+        // (echo, echo_flush, echo_sleep) after the first stream one.
+        let floor_works: &[Work] = match work {
+            Work::Idle(Transport::LongPoll) => &[Work::Idle(Transport::LongPoll), Work::Ceiling],
+            Work::Idle(t) if o.transports.iter().find(|t| t.is_stream()) == Some(&t) => {
+                &[Work::Idle(Transport::EventSource)]
+            }
+            _ => &[],
+        };
+        for rep in 0..if floor_works.is_empty() { 0 } else { o.reps } {
+            for &w in floor_works {
+                let r = run_one(w, Kind::Floor, &o);
+                match &r {
+                    Ok(m) => eprintln!("  {w:?} floor rep {}: {}", rep + 1, brief(w, m)),
+                    Err(e) => eprintln!("  {w:?} floor rep {}: FAILED: {e}", rep + 1),
                 }
+                results.entry((w, "floor".into())).or_default().push(r);
             }
         }
     }

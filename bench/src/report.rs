@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::workloads::{median, Metrics};
+use crate::workloads::{median, Metrics, Transport};
+
+const LP: Transport = Transport::LongPoll;
 use crate::{Opts, Results, Work};
 
 /// Median of each figure over the successful repetitions, or the reason
@@ -267,13 +269,13 @@ pub fn markdown(o: &Opts, res: &Results, took: Duration) -> String {
     let _ = writeln!(s, "## Machine\n\n{}", machine(o));
 
     // Summary against the targets of issue 4.
-    let fo = aggregate(res, Work::Fanout(max_n), "ours");
-    let fn_ = aggregate(res, Work::Fanout(max_n), "nchan");
-    let tpo = aggregate(res, Work::Throughput, "ours");
-    let tpn = aggregate(res, Work::Throughput, "nchan");
-    let io = aggregate(res, Work::Idle, "ours");
-    let inc = aggregate(res, Work::Idle, "nchan");
-    let fl = aggregate(res, Work::Idle, "floor");
+    let fo = aggregate(res, Work::Fanout(LP, max_n), "ours");
+    let fn_ = aggregate(res, Work::Fanout(LP, max_n), "nchan");
+    let tpo = aggregate(res, Work::Throughput(LP), "ours");
+    let tpn = aggregate(res, Work::Throughput(LP), "nchan");
+    let io = aggregate(res, Work::Idle(LP), "ours");
+    let inc = aggregate(res, Work::Idle(LP), "nchan");
+    let fl = aggregate(res, Work::Idle(LP), "floor");
     let r = |a: &Agg, b: &Agg, k: &str| match (a.get(k), b.get(k)) {
         (Some(x), Some(y)) if y != 0.0 => Some(x / y),
         _ => None,
@@ -363,8 +365,8 @@ pub fn markdown(o: &Opts, res: &Results, took: Duration) -> String {
         o.rounds, o.settings.body_size
     );
     for &n in &o.fanout {
-        let a = aggregate(res, Work::Fanout(n), "ours");
-        let b = aggregate(res, Work::Fanout(n), "nchan");
+        let a = aggregate(res, Work::Fanout(LP, n), "ours");
+        let b = aggregate(res, Work::Fanout(LP, n), "nchan");
         let _ = writeln!(s, "### N = {n}\n");
         table(&mut s, FANOUT_ROWS, &a, &b, None);
         if let Some(c) = ceil_us {
@@ -422,6 +424,8 @@ pub fn markdown(o: &Opts, res: &Results, took: Duration) -> String {
         ratio(ours_add, nchan_add)
     );
 
+    streams(&mut s, o, res);
+
     let _ = writeln!(s, "## Ceiling\n");
     let _ = writeln!(
         s,
@@ -464,11 +468,14 @@ pub fn markdown(o: &Opts, res: &Results, took: Duration) -> String {
          \x20      server { listen 127.0.0.1:<ephemeral> backlog=4096; … } }\n\
          # ours:  push_buffer_size 64M;\n\
          #        location /sub { set $push_id $arg_id; push_listener; push_listener_concurrency broadcast; }\n\
+         #        location /stream { set $push_id $arg_id; push_listener long-poll eventsource websocket; push_listener_concurrency broadcast; }\n\
          #        location /pub { set $push_id $arg_id; push_sender; push_message_buffer_length 10; }\n\
          # nchan: nchan_max_reserved_memory 64M;\n\
          #        location /sub { nchan_subscriber longpoll; nchan_channel_id $arg_id; }\n\
+         #        location /stream { nchan_subscriber longpoll eventsource websocket; nchan_channel_id $arg_id; }\n\
          #        location /pub { nchan_publisher; nchan_channel_id $arg_id; nchan_message_buffer_length 10; }\n\
          # floor: location /sub { echo_sleep 300; }\n\
+         #        location /stream { default_type text/event-stream; echo \": hi\"; echo_flush; echo_sleep 300; }\n\
          # all:   location /ceiling { return 200 \"<body>\"; }  location /status { stub_status; }\n```\n\n",
     );
     let _ = writeln!(s, "## Reproduce\n");
@@ -479,6 +486,283 @@ pub fn markdown(o: &Opts, res: &Results, took: Duration) -> String {
         o.command
     );
     s
+}
+
+/// A transport's columns: ours, nchan and their ratio.
+struct Group<'a> {
+    label: &'a str,
+    ours: Agg,
+    nchan: Agg,
+}
+
+fn groups(res: &Results, o: &Opts, work: impl Fn(Transport) -> Work) -> Vec<Group<'static>> {
+    o.transports
+        .iter()
+        .filter(|t| t.is_stream())
+        .map(|&t| Group {
+            label: t.name(),
+            ours: aggregate(res, work(t), "ours"),
+            nchan: aggregate(res, work(t), "nchan"),
+        })
+        .collect()
+}
+
+/// One table with an (ours, nchan, ours/nchan) triple of columns per
+/// transport; `extra` rows are written as they are.
+fn multi_table(out: &mut String, rows: &[Row], gs: &[Group], extra: &[String]) {
+    out.push_str("| metric |");
+    for g in gs {
+        let _ = write!(out, " ours {0} | nchan {0} | ours/nchan |", g.label);
+    }
+    out.push_str("\n|---|");
+    for _ in gs {
+        out.push_str("---:|---:|---:|");
+    }
+    out.push('\n');
+    for r in rows {
+        let _ = write!(out, "| {} |", r.label);
+        for g in gs {
+            let _ = write!(
+                out,
+                " {} | {} | {} |",
+                g.ours.cell(r.key, r.dec),
+                g.nchan.cell(r.key, r.dec),
+                ratio(g.ours.get(r.key), g.nchan.get(r.key))
+            );
+        }
+        out.push('\n');
+    }
+    for e in extra {
+        out.push_str(e);
+        out.push('\n');
+    }
+    for g in gs {
+        for (who, a) in [("ours", &g.ours), ("nchan", &g.nchan)] {
+            if let Some(n) = a.note() {
+                let _ = writeln!(out, "\n{who} {}: {n}.", g.label);
+            }
+        }
+    }
+}
+
+/// A row of per-group values computed from each group's ours and nchan.
+fn derived_row(
+    label: &str,
+    gs: &[Group],
+    dec: usize,
+    f: impl Fn(&Group) -> (Option<f64>, Option<f64>),
+) -> String {
+    let fd = |v: Option<f64>| v.map_or("–".into(), |v| fmt(v, dec));
+    let mut s = format!("| {label} |");
+    for g in gs {
+        let (a, b) = f(g);
+        let _ = write!(s, " {} | {} | {} |", fd(a), fd(b), ratio(a, b));
+    }
+    s
+}
+
+const STREAM_IDLE_ROWS: &[Row] = &[
+    row(
+        "pss_bytes_per_listener",
+        "Pss growth per held stream (bytes)",
+        0,
+    ),
+    row(
+        "rss_bytes_per_listener",
+        "Rss growth per held stream (bytes)",
+        0,
+    ),
+    row("pss_before_kib", "Pss before (KiB, master + workers)", 0),
+    row("pss_after_kib", "Pss after (KiB)", 0),
+];
+
+/// The stream sections (issue 8): targets, fan-out, throughput, idle.
+fn streams(s: &mut String, o: &Opts, res: &Results) {
+    if !o.transports.iter().any(|t| t.is_stream()) {
+        return;
+    }
+    let max_n = o.fanout.iter().copied().max().unwrap_or(0);
+    let lp_o = |n| aggregate(res, Work::Fanout(LP, n), "ours");
+    let lp_n = |n| aggregate(res, Work::Fanout(LP, n), "nchan");
+    let floor = aggregate(res, Work::Idle(LP), "floor");
+    let sfloor = aggregate(res, Work::Idle(Transport::EventSource), "floor");
+    let floor_b = floor.get("pss_bytes_per_listener");
+    let sfloor_b = sfloor.get("pss_bytes_per_listener");
+    let cpu = "server_us_per_delivery";
+    let f2 = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.2}"));
+    let f0 = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0}"));
+    let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+        _ => None,
+    };
+    let sub = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
+
+    let _ = writeln!(s, "## Streams (issue 8): EventSource and WebSocket\n");
+    let _ = writeln!(
+        s,
+        "The same workloads with streaming listeners on `/stream` (ours: \
+         `push_listener long-poll eventsource websocket; push_listener_concurrency broadcast;`, \
+         nchan: `nchan_subscriber longpoll eventsource websocket;`), in the same run and the \
+         same nginx instances' settings as the long-poll ones, alternating ours and nchan \
+         and interleaving the transports. `eventsource`: `Accept: text/event-stream`, \
+         chunked HTTP/1.1, events parsed by the client; `websocket`: an RFC 6455 upgrade, \
+         bare text frames; `ws-meta`: the same with the `ws+meta.nchan` subprotocol (each \
+         frame carries `id:` and `content-type:` before the body). A stream is counted open \
+         when its head (`200` / `101`) has arrived and `stub_status` shows it held. Every \
+         message is checked: the exact body, once per stream, the same id on every stream \
+         of a round and a new one each round (EventSource, `ws-meta`), text frames \
+         (WebSocket). A stream fan-out round ends when every stream has the message and \
+         every worker of the server sleeps again (state `S` in `/proc/<pid>/stat` on two \
+         looks 1 ms apart), so server CPU per delivery covers all the work the message \
+         caused: one write per stream, with no answer and no re-poll.\n"
+    );
+
+    // Targets.
+    let _ = writeln!(s, "### Targets (issue 8)\n");
+    s.push_str("| target | transport | measured | goal | met |\n|---|---|---:|---:|---|\n");
+    let fo = groups(res, o, |t| Work::Fanout(t, max_n));
+    let tp = groups(res, o, Work::Throughput);
+    let idle = groups(res, o, Work::Idle);
+    let lpo = lp_o(max_n).get(cpu);
+    let lpn = lp_n(max_n).get(cpu);
+    for g in &fo {
+        let v = div(g.ours.get(cpu), lpo);
+        let _ = writeln!(
+            s,
+            "| fan-out N={max_n}: server CPU per delivery, ours stream ÷ ours long-poll | {} | {} (nchan's own: {}) | ≤ 0.50 | {} |",
+            g.label,
+            f2(v),
+            f2(div(g.nchan.get(cpu), lpn)),
+            met(v.map(|v| v <= 0.5))
+        );
+    }
+    for g in &fo {
+        let v = div(g.ours.get(cpu), g.nchan.get(cpu));
+        let _ = writeln!(
+            s,
+            "| fan-out N={max_n}: server CPU per delivery, ours/nchan | {} | {} | ≤ 0.80 | {} |",
+            g.label,
+            f2(v),
+            met(v.map(|v| v <= 0.8))
+        );
+    }
+    for g in &fo {
+        let v = div(g.ours.get("all_ms"), g.nchan.get("all_ms"));
+        let _ = writeln!(
+            s,
+            "| fan-out N={max_n}: time to all, ours/nchan | {} | {} | ≤ 0.80 | {} |",
+            g.label,
+            f2(v),
+            met(v.map(|v| v <= 0.8))
+        );
+    }
+    let clean = |a: &Agg| {
+        let v = ["missing", "repeated", "foreign"].map(|k| a.get(k));
+        if v.iter().all(|x| x.is_some()) {
+            Some(v.iter().all(|x| *x == Some(0.0)))
+        } else {
+            None
+        }
+    };
+    for g in &tp {
+        let _ = writeln!(
+            s,
+            "| throughput: in order, none missing or repeated | {} | ours {} (nchan {}) | all | {} |",
+            g.label,
+            met(clean(&g.ours)),
+            met(clean(&g.nchan)),
+            met(clean(&g.ours))
+        );
+    }
+    for g in &idle {
+        let v = sub(g.ours.get("pss_bytes_per_listener"), floor_b);
+        let _ = writeln!(
+            s,
+            "| idle: bytes per held stream above nginx's floor | {} | ours {} (nchan {}) | ≤ 256 | {} |",
+            g.label,
+            f0(v),
+            f0(sub(g.nchan.get("pss_bytes_per_listener"), floor_b)),
+            met(v.map(|v| v <= 256.0))
+        );
+    }
+    s.push('\n');
+
+    // Fan-out.
+    let _ = writeln!(s, "### Stream fan-out\n");
+    let _ = writeln!(
+        s,
+        "N streams on one channel, {} rounds of one POST each; times from just before the \
+         POST is written to the read that completed each stream's message. Body {} bytes. \
+         The last rows divide each relay's stream figure by its own long-poll figure at the \
+         same N (the `Fan-out` section above).\n",
+        o.rounds, o.settings.body_size
+    );
+    for &n in &o.fanout {
+        let gs = groups(res, o, |t| Work::Fanout(t, n));
+        let (lo, ln) = (lp_o(n).get(cpu), lp_n(n).get(cpu));
+        let extra = vec![derived_row(
+            "server CPU per delivery ÷ own long-poll",
+            &gs,
+            2,
+            |g| (div(g.ours.get(cpu), lo), div(g.nchan.get(cpu), ln)),
+        )];
+        let _ = writeln!(s, "#### N = {n}\n");
+        multi_table(s, FANOUT_ROWS, &gs, &extra);
+        s.push('\n');
+    }
+
+    let _ = writeln!(s, "### Stream throughput\n");
+    let _ = writeln!(
+        s,
+        "{} channels × {} streams, {} publishers, {} messages, the same flow control and \
+         checks as the long-poll throughput (a channel at most 5 messages ahead of its \
+         slowest stream; every stream checks the sequence numbers in the bodies).\n",
+        o.tp_channels, o.tp_per_channel, o.tp_publishers, o.tp_messages
+    );
+    let lpt_o = aggregate(res, Work::Throughput(LP), "ours").get(cpu);
+    let lpt_n = aggregate(res, Work::Throughput(LP), "nchan").get(cpu);
+    let extra = vec![derived_row(
+        "server CPU per delivery ÷ own long-poll",
+        &tp,
+        2,
+        |g| (div(g.ours.get(cpu), lpt_o), div(g.nchan.get(cpu), lpt_n)),
+    )];
+    multi_table(s, TP_ROWS, &tp, &extra);
+    s.push('\n');
+
+    let _ = writeln!(s, "### Stream idle memory\n");
+    let _ = writeln!(
+        s,
+        "{} held streams over {} channels on a freshly started nginx, measured as the \
+         long-poll idle memory is (growth of the summed `Pss` of master and workers per \
+         stream). nginx's floor is the same as there: a held request (`echo_sleep`), {} \
+         bytes. A second floor for reference: nginx holding a streaming response that has \
+         sent its head and a first chunk (`echo \": hi\"; echo_flush; echo_sleep 300;` with \
+         `default_type text/event-stream`), {} bytes.\n",
+        o.idle,
+        o.idle_channels,
+        f0(floor_b),
+        f0(sfloor_b)
+    );
+    let extra = vec![
+        derived_row("added above the floor (bytes)", &idle, 0, |g| {
+            (
+                sub(g.ours.get("pss_bytes_per_listener"), floor_b),
+                sub(g.nchan.get("pss_bytes_per_listener"), floor_b),
+            )
+        }),
+        derived_row("added above the streaming floor (bytes)", &idle, 0, |g| {
+            (
+                sub(g.ours.get("pss_bytes_per_listener"), sfloor_b),
+                sub(g.nchan.get("pss_bytes_per_listener"), sfloor_b),
+            )
+        }),
+    ];
+    multi_table(s, STREAM_IDLE_ROWS, &idle, &extra);
+    if let Some(n) = floor.note().or(sfloor.note()) {
+        let _ = writeln!(s, "\nfloor: {n}.");
+    }
+    s.push('\n');
 }
 
 /// A relay's name, colour and (N, time to all) points.
@@ -495,7 +779,7 @@ pub fn svg(o: &Opts, res: &Results) -> String {
                 .fanout
                 .iter()
                 .filter_map(|&n| {
-                    aggregate(res, Work::Fanout(n), who)
+                    aggregate(res, Work::Fanout(LP, n), who)
                         .get("all_ms")
                         .map(|v| (n as f64, v))
                 })

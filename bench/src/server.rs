@@ -68,6 +68,7 @@ fn config(kind: &Kind, s: &Settings, prefix: &Path, port: u16) -> String {
             format!("load_module {};", so.display()),
             "push_buffer_size 64M;".to_string(),
             "        location /sub { set $push_id $arg_id; push_listener; push_listener_concurrency broadcast; }\n\
+             \x20       location /stream { set $push_id $arg_id; push_listener long-poll eventsource websocket; push_listener_concurrency broadcast; }\n\
              \x20       location /pub { set $push_id $arg_id; push_sender; push_message_buffer_length 10; }\n"
                 .to_string(),
         ),
@@ -75,13 +76,16 @@ fn config(kind: &Kind, s: &Settings, prefix: &Path, port: u16) -> String {
             format!("load_module {};", s.nchan_so.display()),
             "nchan_max_reserved_memory 64M;".to_string(),
             "        location /sub { nchan_subscriber longpoll; nchan_channel_id $arg_id; }\n\
+             \x20       location /stream { nchan_subscriber longpoll eventsource websocket; nchan_channel_id $arg_id; }\n\
              \x20       location /pub { nchan_publisher; nchan_channel_id $arg_id; nchan_message_buffer_length 10; }\n"
                 .to_string(),
         ),
         Kind::Floor => (
             format!("load_module {};", s.echo_so.display()),
             String::new(),
-            "        location /sub { echo_sleep 300; }\n".to_string(),
+            "        location /sub { echo_sleep 300; }\n\
+             \x20       location /stream { default_type text/event-stream; echo \": hi\"; echo_flush; echo_sleep 300; }\n"
+                .to_string(),
         ),
     };
     format!(
@@ -249,6 +253,14 @@ impl Nginx {
     /// Worker processes: children of the master.
     pub fn workers(&self) -> Vec<i32> {
         children_of(self.master)
+    }
+
+    /// Whether every worker sleeps (state `S`: waiting in epoll_wait).
+    pub fn workers_sleeping(&self) -> bool {
+        let w = self.workers();
+        !w.is_empty()
+            && w.iter()
+                .all(|&p| stat_fields(p).is_some_and(|f| f.first().is_some_and(|s| s == "S")))
     }
 
     /// CPU time of the workers in nanoseconds.

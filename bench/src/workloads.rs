@@ -203,33 +203,161 @@ fn number_after(hay: &[u8], key: &[u8]) -> Option<usize> {
     std::str::from_utf8(&rest[s..e]).ok()?.parse().ok()
 }
 
-struct Loop {
-    net: Net,
-    evs: Vec<Event>,
+/// How the listeners of a workload listen.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
+pub enum Transport {
+    /// `GET /sub`, answered once, asked again with the cursor.
+    LongPoll,
+    /// `GET /stream` with `Accept: text/event-stream`.
+    EventSource,
+    /// `GET /stream` upgraded to WebSocket, bare frames.
+    WebSocket,
+    /// WebSocket with the `ws+meta.nchan` subprotocol.
+    WebSocketMeta,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 4] = [
+        Transport::LongPoll,
+        Transport::EventSource,
+        Transport::WebSocket,
+        Transport::WebSocketMeta,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::LongPoll => "long-poll",
+            Transport::EventSource => "eventsource",
+            Transport::WebSocket => "websocket",
+            Transport::WebSocketMeta => "ws-meta",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Transport> {
+        match s {
+            "long-poll" | "longpoll" | "lp" => Some(Transport::LongPoll),
+            "eventsource" | "es" | "sse" => Some(Transport::EventSource),
+            "websocket" | "ws" => Some(Transport::WebSocket),
+            "ws-meta" | "websocket-meta" | "ws+meta" => Some(Transport::WebSocketMeta),
+            _ => None,
+        }
+    }
+
+    pub fn is_stream(self) -> bool {
+        self != Transport::LongPoll
+    }
+
+    /// The listener path of channel `chan`.
+    pub fn path(self, chan: &str) -> String {
+        match self {
+            Transport::LongPoll => format!("/sub?id={chan}"),
+            _ => format!("/stream?id={chan}"),
+        }
+    }
+
+    /// A listener's first request on `path`.
+    pub fn request(self, path: &str) -> Vec<u8> {
+        let mut r = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n");
+        match self {
+            Transport::LongPoll => {}
+            Transport::EventSource => r.push_str("Accept: text/event-stream\r\n"),
+            Transport::WebSocket | Transport::WebSocketMeta => {
+                r.push_str(
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+                );
+                if self == Transport::WebSocketMeta {
+                    r.push_str("Sec-WebSocket-Protocol: ws+meta.nchan\r\n");
+                }
+            }
+        }
+        r.push_str("\r\n");
+        r.into_bytes()
+    }
+}
+
+pub(crate) struct Loop {
+    pub(crate) net: Net,
+    pub(crate) evs: Vec<Event>,
     deadline: Instant,
+    /// Streams whose head arrived.
+    pub(crate) streams: usize,
+    /// For WebSocket: whether `ws+meta.nchan` must (or must not) be agreed.
+    meta: Option<bool>,
 }
 
 impl Loop {
-    fn new(addr: SocketAddrV4, deadline: Instant) -> Result<Loop, String> {
+    pub(crate) fn new(addr: SocketAddrV4, deadline: Instant) -> Result<Loop, String> {
         Ok(Loop {
             net: Net::new(addr).map_err(|e| format!("epoll: {e}"))?,
             evs: Vec::with_capacity(4096),
             deadline,
+            streams: 0,
+            meta: None,
         })
     }
 
-    fn check_deadline(&self, what: impl FnOnce() -> String) -> Result<(), String> {
+    /// A loop whose streams use `t` (checked as their heads arrive).
+    pub(crate) fn for_transport(
+        addr: SocketAddrV4,
+        deadline: Instant,
+        t: Transport,
+    ) -> Result<Loop, String> {
+        let mut lp = Loop::new(addr, deadline)?;
+        lp.meta = match t {
+            Transport::WebSocket => Some(false),
+            Transport::WebSocketMeta => Some(true),
+            _ => None,
+        };
+        Ok(lp)
+    }
+
+    pub(crate) fn check_deadline(&self, what: impl FnOnce() -> String) -> Result<(), String> {
         if Instant::now() > self.deadline {
             return Err(format!("deadline passed: {}", what()));
         }
         Ok(())
     }
 
-    /// Opens `n` connections, at most `window` handshakes at a time, and
-    /// calls `on_open` for each as it completes. Returns their ids (which
-    /// are consecutive).
-    fn open(
+    /// Counts a stream's head, checking the subprotocol.
+    fn stream_open(&mut self, id: ConnId, status: u16, meta: bool) -> Result<(), String> {
+        if let Some(want) = self.meta {
+            if status != 101 {
+                return Err(format!(
+                    "connection {id}: WebSocket upgrade answered {status}"
+                ));
+            }
+            if want != meta {
+                return Err(format!(
+                    "connection {id}: ws+meta.nchan {} by the server",
+                    if meta { "selected" } else { "not selected" }
+                ));
+            }
+        }
+        self.streams += 1;
+        Ok(())
+    }
+
+    /// The events no phase without messages expects.
+    fn unexpected(&mut self, what: &str, ev: Event) -> Result<(), String> {
+        match ev {
+            Event::Connected(_) => Ok(()),
+            Event::StreamOpen(id, status, meta) => self.stream_open(id, status, meta),
+            Event::Response(_, r) => Err(format!("{what}: unexpected answer {}", status_line(&r))),
+            Event::Message(_, m) => Err(format!(
+                "{what}: unexpected message {:?}",
+                String::from_utf8_lossy(&m.data[..m.data.len().min(60)])
+            )),
+            Event::Closed(_, why) => Err(format!("{what}: {why}")),
+        }
+    }
+
+    /// Opens `n` connections to `addr` (the loop's own when `None`), at
+    /// most 256 handshakes at a time, and calls `on_open` for each as it
+    /// completes. Returns their ids (which are consecutive).
+    pub(crate) fn open_to(
         &mut self,
+        addr: Option<SocketAddrV4>,
         n: usize,
         mut on_open: impl FnMut(&mut Net, ConnId),
     ) -> Result<Vec<ConnId>, String> {
@@ -237,19 +365,22 @@ impl Loop {
         let mut open = 0;
         while open < n {
             while ids.len() < n && self.net.connecting() < 256 {
-                ids.push(self.net.connect().map_err(|e| format!("connect: {e}"))?);
+                let c = match addr {
+                    Some(a) => self.net.connect_to(a),
+                    None => self.net.connect(),
+                };
+                ids.push(c.map_err(|e| format!("connect: {e}"))?);
             }
             self.net.poll(5, &mut self.evs);
-            for ev in self.evs.drain(..) {
+            let evs = std::mem::take(&mut self.evs);
+            for ev in evs {
                 match ev {
                     Event::Connected(id) => {
                         open += 1;
                         on_open(&mut self.net, id);
                     }
-                    Event::Response(_, r) => {
-                        return Err(format!("answer before any message: {}", status_line(&r)))
-                    }
                     Event::Closed(_, why) => return Err(format!("while connecting: {why}")),
+                    ev => self.unexpected("before any message", ev)?,
                 }
             }
             self.check_deadline(|| format!("{open}/{n} connections open"))?;
@@ -257,41 +388,54 @@ impl Loop {
         Ok(ids)
     }
 
-    /// Keeps the loop turning (no answer may arrive) until `ready()` says
-    /// yes; `ready` is asked every `every`.
-    fn wait_quiet(
+    pub(crate) fn open(
+        &mut self,
+        n: usize,
+        on_open: impl FnMut(&mut Net, ConnId),
+    ) -> Result<Vec<ConnId>, String> {
+        self.open_to(None, n, on_open)
+    }
+
+    /// Keeps the loop turning (no answer or message may arrive) until
+    /// `ready()` says yes; `ready` is asked every `every`.
+    pub(crate) fn wait_quiet(
         &mut self,
         every: Duration,
         what: &str,
-        mut ready: impl FnMut() -> Result<bool, String>,
+        mut ready: impl FnMut(&Loop) -> Result<bool, String>,
     ) -> Result<(), String> {
         let mut next = Instant::now();
         loop {
             if Instant::now() >= next {
-                if ready()? {
+                if ready(self)? {
                     return Ok(());
                 }
                 next = Instant::now() + every;
             }
             self.net.poll(2, &mut self.evs);
-            for ev in self.evs.drain(..) {
-                match ev {
-                    Event::Connected(_) => {}
-                    Event::Response(_, r) => {
-                        return Err(format!("{what}: unexpected answer {}", status_line(&r)))
-                    }
-                    Event::Closed(_, why) => return Err(format!("{what}: {why}")),
-                }
+            let evs = std::mem::take(&mut self.evs);
+            for ev in evs {
+                self.unexpected(what, ev)?;
             }
             self.check_deadline(|| what.to_string())?;
         }
+    }
+
+    /// Waits until `n` stream heads have arrived in all.
+    pub(crate) fn wait_streams(&mut self, n: usize) -> Result<(), String> {
+        let mut seen = 0;
+        self.wait_quiet(Duration::ZERO, "waiting for streams to open", |lp| {
+            seen = lp.streams;
+            Ok(lp.streams >= n)
+        })
+        .map_err(|e| format!("{e} ({seen}/{n} open)"))
     }
 
     /// Waits until `n` more requests than `base` are in progress (held)
     /// by stub_status, then lets the servers settle for `settle`. The
     /// relays' own channel info is not used: nchan's subscriber count can
     /// lag behind (or stay short of) the truth when workers share a channel.
-    fn wait_held(
+    pub(crate) fn wait_held(
         &mut self,
         ctl: &mut Ctl,
         base: usize,
@@ -302,47 +446,147 @@ impl Loop {
         self.wait_quiet(
             Duration::from_millis(5),
             "waiting for held listeners",
-            || {
+            |_| {
                 seen = ctl.writing()?;
                 Ok(seen >= base + n)
             },
         )
         .map_err(|e| format!("{e} (stub_status Writing {seen}, want {})", base + n))?;
         let until = Instant::now() + settle;
-        self.wait_quiet(Duration::from_millis(5), "settling", || {
+        self.wait_quiet(Duration::from_millis(5), "settling", |_| {
             Ok(Instant::now() >= until)
+        })
+    }
+
+    /// Waits until every worker of `srvs` sleeps (state `S` in
+    /// /proc/<pid>/stat, i.e. in epoll_wait with nothing to do) on two
+    /// looks in a row: the work a delivery caused is done, so the CPU
+    /// read next covers all of it.
+    pub(crate) fn wait_idle(&mut self, srvs: &[&Nginx]) -> Result<(), String> {
+        let mut idle_looks = 0;
+        self.wait_quiet(Duration::from_millis(1), "waiting for idle workers", |_| {
+            if srvs.iter().all(|s| s.workers_sleeping()) {
+                idle_looks += 1;
+            } else {
+                idle_looks = 0;
+            }
+            Ok(idle_looks >= 2)
         })
     }
 }
 
-/// Fan-out: `n` listeners on one channel, `rounds` messages.
+/// What a listener got: the body and when its last byte was read, plus
+/// the long-poll cursor (none for streams).
+struct Got {
+    id: ConnId,
+    body: Vec<u8>,
+    at: Instant,
+    cursor: Cursor,
+    /// A stream message's id (EventSource, `ws+meta.nchan`).
+    mid: Option<Vec<u8>>,
+    /// A WebSocket message's opcode (0 otherwise).
+    opcode: u8,
+}
+
+/// A listener's delivery from an event, if it is one: a `200` for a
+/// long-poll listener (anything else is an error), a stream's message.
+fn delivery(ev: &mut Event, listeners: usize) -> Result<Option<Got>, String> {
+    match ev {
+        Event::Response(id, r) if *id < listeners => {
+            if r.status != 200 {
+                return Err(format!("listener got {}", status_line(r)));
+            }
+            Ok(Some(Got {
+                id: *id,
+                body: std::mem::take(&mut r.body),
+                at: r.at,
+                cursor: (r.last_modified.take(), r.etag.take()),
+                mid: None,
+                opcode: 0,
+            }))
+        }
+        Event::Message(id, m) if *id < listeners => Ok(Some(Got {
+            id: *id,
+            body: std::mem::take(&mut m.data),
+            at: m.at,
+            cursor: (None, None),
+            mid: m.id.take(),
+            opcode: m.opcode,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// A stream message's framing: a text frame for WebSocket; for
+/// EventSource and `ws+meta.nchan` an id, the same for every stream in a
+/// round and another than the round before's.
+fn check_stream_msg(
+    t: Transport,
+    g: &Got,
+    with_id: bool,
+    round_mid: &mut Option<Vec<u8>>,
+    prev_mid: &Option<Vec<u8>>,
+) -> Result<(), String> {
+    if matches!(t, Transport::WebSocket | Transport::WebSocketMeta) && g.opcode != 1 {
+        return Err(format!("WebSocket opcode {} for a text message", g.opcode));
+    }
+    if !with_id {
+        return Ok(());
+    }
+    let Some(mid) = &g.mid else {
+        return Err("a stream message without an id".into());
+    };
+    match round_mid {
+        Some(r) if r != mid => Err(format!(
+            "message ids differ between streams: {} and {}",
+            String::from_utf8_lossy(r),
+            String::from_utf8_lossy(mid)
+        )),
+        Some(_) => Ok(()),
+        None if prev_mid.as_ref() == Some(mid) => Err("the previous message's id again".into()),
+        None => {
+            *round_mid = Some(mid.clone());
+            Ok(())
+        }
+    }
+}
+
+/// Fan-out: `n` listeners of transport `t` on one channel, `rounds`
+/// messages.
 pub fn fanout(
     srv: &Nginx,
+    t: Transport,
     n: usize,
     rounds: usize,
     body_size: usize,
     deadline: Instant,
 ) -> Result<Metrics, String> {
     let chan = fresh_id(&format!("fan{n}"));
-    let sub_path = format!("/sub?id={chan}");
-    let mut lp = Loop::new(srv.addr, deadline)?;
+    let sub_path = t.path(&chan);
+    let mut lp = Loop::for_transport(srv.addr, deadline, t)?;
     let mut ctl = Ctl::new(srv.addr);
     let busy0 = ctl.writing()?;
-    let first = get_request(&sub_path, None);
+    let first = t.request(&sub_path);
     let ids = lp.open(n, |net, id| {
         net.send(id, &first);
     })?;
     debug_assert_eq!(ids.last().copied(), Some(n - 1));
+    if t.is_stream() {
+        lp.wait_streams(n)?;
+    }
     let publisher = lp.open(1, |_, _| {})?[0];
     lp.wait_held(&mut ctl, busy0, n, Duration::from_millis(300))?;
 
-    let mut cursors: Vec<Cursor> = vec![(None, None); n];
     let mut got = vec![false; n];
     let (mut firsts, mut alls) = (Vec::new(), Vec::new());
     let mut lat_all: Vec<f64> = Vec::with_capacity(n * rounds);
     let (mut server_ns, mut client_ns) = (0u64, 0u64);
     let mut created = 0usize;
+    // Every stream gets the same message id in a round, a new one each round.
+    let mut prev_mid: Option<Vec<u8>> = None;
+    let with_id = matches!(t, Transport::EventSource | Transport::WebSocketMeta);
     for round in 0..rounds {
+        let mut round_mid: Option<Vec<u8>> = None;
         let body = body_of(&format!("fan-out round {round} on {chan}"), body_size);
         let post = post_request(&format!("/pub?id={chan}"), &body);
         got.iter_mut().for_each(|g| *g = false);
@@ -354,7 +598,27 @@ pub fn fanout(
         let mut post_done = false;
         while lat.len() < n || !post_done {
             lp.net.poll(5, &mut lp.evs);
-            for ev in lp.evs.drain(..) {
+            for mut ev in lp.evs.drain(..) {
+                if let Some(g) = delivery(&mut ev, n)? {
+                    if g.body != body {
+                        return Err(format!(
+                            "round {round}: listener got {:?} instead of the message",
+                            String::from_utf8_lossy(&g.body[..g.body.len().min(60)])
+                        ));
+                    }
+                    if std::mem::replace(&mut got[g.id], true) {
+                        return Err(format!("round {round}: a listener got the message twice"));
+                    }
+                    if t.is_stream() {
+                        check_stream_msg(t, &g, with_id, &mut round_mid, &prev_mid)
+                            .map_err(|e| format!("round {round}: {e}"))?;
+                    }
+                    lat.push(ms(g.at - t0));
+                    if !t.is_stream() {
+                        lp.net.send(g.id, &get_request(&sub_path, Some(&g.cursor)));
+                    }
+                    continue;
+                }
                 match ev {
                     Event::Response(id, r) if id == publisher => {
                         if r.status != 201 && r.status != 202 {
@@ -363,29 +627,24 @@ pub fn fanout(
                         created += (r.status == 201) as usize;
                         post_done = true;
                     }
-                    Event::Response(id, r) => {
-                        if r.status != 200 || r.body != body {
-                            return Err(format!(
-                                "round {round}: listener got {} instead of the message",
-                                status_line(&r)
-                            ));
-                        }
-                        if std::mem::replace(&mut got[id], true) {
-                            return Err(format!("round {round}: a listener got the message twice"));
-                        }
-                        lat.push(ms(r.at - t0));
-                        cursors[id] = (r.last_modified, r.etag);
-                        lp.net.send(id, &get_request(&sub_path, Some(&cursors[id])));
-                    }
                     Event::Connected(_) => {}
                     Event::Closed(_, why) => return Err(format!("round {round}: {why}")),
+                    ev => return Err(format!("round {round}: unexpected {ev:?}")),
                 }
             }
             let k = lat.len();
             lp.check_deadline(|| format!("round {round}: {k}/{n} delivered"))?;
         }
-        // The round ends when every listener is held again.
-        lp.wait_held(&mut ctl, busy0, n, Duration::from_millis(20))?;
+        if with_id {
+            prev_mid = round_mid;
+        }
+        if t.is_stream() {
+            // The round ends when the servers have nothing left to do.
+            lp.wait_idle(&[srv])?;
+        } else {
+            // The round ends when every listener is held again.
+            lp.wait_held(&mut ctl, busy0, n, Duration::from_millis(20))?;
+        }
         server_ns += srv.cpu_ns() - cpu0;
         client_ns += self_cpu_ns() - cl0;
         lat.sort_by(|a, b| a.total_cmp(b));
@@ -424,10 +683,74 @@ pub struct ThroughputSpec {
     pub window: usize,
 }
 
-/// Throughput: many channels, several listeners each, concurrent
-/// publishers; every listener checks order and completeness.
+/// Sequence checking of many listeners over many channels: what every
+/// listener expects next, and what went wrong.
+pub(crate) struct Order {
+    pub(crate) expect: Vec<usize>,
+    pub(crate) missing: usize,
+    pub(crate) repeated: usize,
+    pub(crate) foreign: usize,
+    pub(crate) first_error: String,
+}
+
+impl Order {
+    pub(crate) fn new(listeners: usize) -> Order {
+        Order {
+            expect: vec![0; listeners],
+            missing: 0,
+            repeated: 0,
+            foreign: 0,
+            first_error: String::new(),
+        }
+    }
+
+    /// Checks message `body` that listener `l` of channel `c` got; returns
+    /// its sequence number and send time (ns since the epoch) if it is of
+    /// that channel.
+    pub(crate) fn check(&mut self, l: usize, c: usize, body: &[u8]) -> Option<(usize, u64)> {
+        let (mc, ms_, mt) = parse_msg(body);
+        if mc != Some(c) {
+            self.foreign += 1;
+            if self.first_error.is_empty() {
+                self.first_error = format!("listener of {c} got {:?}", mc);
+            }
+            return None;
+        }
+        let (s, t) = (ms_?, mt?);
+        let want = self.expect[l];
+        if s == want {
+            self.expect[l] = s + 1;
+        } else if s > want {
+            self.missing += s - want;
+            self.expect[l] = s + 1;
+            if self.first_error.is_empty() {
+                self.first_error = format!("channel {c}: got {s}, expected {want}");
+            }
+        } else {
+            self.repeated += 1;
+            if self.first_error.is_empty() {
+                self.first_error = format!("channel {c}: got {s} again");
+            }
+        }
+        Some((s, t))
+    }
+
+    pub(crate) fn errors(&self) -> usize {
+        self.missing + self.repeated + self.foreign
+    }
+
+    pub(crate) fn insert(&self, m: &mut Metrics) {
+        m.insert("missing", self.missing as f64);
+        m.insert("repeated", self.repeated as f64);
+        m.insert("foreign", self.foreign as f64);
+    }
+}
+
+/// Throughput: many channels, several listeners of transport `t` each,
+/// concurrent publishers; every listener checks order and completeness.
 pub fn throughput(
     srv: &Nginx,
+    t: Transport,
     spec: &ThroughputSpec,
     body_size: usize,
     deadline: Instant,
@@ -437,30 +760,30 @@ pub fn throughput(
     let nl = nchan * spec.per_channel;
     let base = fresh_id("tp");
     let chans: Vec<String> = (0..nchan).map(|c| format!("{base}-{c}")).collect();
-    let sub_paths: Vec<String> = chans.iter().map(|c| format!("/sub?id={c}")).collect();
+    let sub_paths: Vec<String> = chans.iter().map(|c| t.path(c)).collect();
     let pub_paths: Vec<String> = chans.iter().map(|c| format!("/pub?id={c}")).collect();
     let chan_of = |l: usize| l / spec.per_channel;
 
-    let mut lp = Loop::new(srv.addr, deadline)?;
+    let mut lp = Loop::for_transport(srv.addr, deadline, t)?;
     let mut ctl = Ctl::new(srv.addr);
     let busy0 = ctl.writing()?;
     lp.open(nl, |net, id| {
-        net.send(id, &get_request(&sub_paths[chan_of(id)], None));
+        net.send(id, &t.request(&sub_paths[chan_of(id)]));
     })?;
+    if t.is_stream() {
+        lp.wait_streams(nl)?;
+    }
     let pubs = lp.open(spec.publishers, |_, _| {})?;
     lp.wait_held(&mut ctl, busy0, nl, Duration::from_millis(300))?;
 
     // Per listener: next sequence number expected; per channel: next to send.
-    let mut expect = vec![0usize; nl];
-    let mut cursors: Vec<Cursor> = vec![(None, None); nl];
+    let mut order = Order::new(nl);
     let mut next_seq = vec![0usize; nchan];
     let mut pub_busy = vec![false; spec.publishers];
     let mut pub_rr = vec![0usize; spec.publishers];
     let owned: Vec<Vec<usize>> = (0..spec.publishers)
         .map(|p| (0..nchan).filter(|c| c % spec.publishers == p).collect())
         .collect();
-    let (mut missing, mut repeated, mut foreign) = (0usize, 0usize, 0usize);
-    let mut first_error = String::new();
     let mut lat: Vec<f64> = Vec::with_capacity(nl * per_chan_msgs);
     let mut published = 0usize;
     let mut done_listeners = 0usize;
@@ -485,7 +808,9 @@ pub fn throughput(
             let own = &owned[p];
             for k in 0..own.len() {
                 let c = own[(pub_rr[p] + k) % own.len()];
-                if next_seq[c] < per_chan_msgs && next_seq[c] < slowest(&expect, c) + spec.window {
+                if next_seq[c] < per_chan_msgs
+                    && next_seq[c] < slowest(&order.expect, c) + spec.window
+                {
                     let body = body_of(
                         &format!("c={c} s={} t={}", next_seq[c], now_ns() - t0_ns),
                         body_size,
@@ -502,55 +827,32 @@ pub fn throughput(
             break;
         }
         lp.net.poll(5, &mut lp.evs);
-        for ev in lp.evs.drain(..) {
+        for mut ev in lp.evs.drain(..) {
+            if let Some(g) = delivery(&mut ev, nl)? {
+                let c = chan_of(g.id);
+                if let Some((s, sent)) = order.check(g.id, c, &g.body) {
+                    let sent = t0 + Duration::from_nanos(sent);
+                    lat.push(ms(g.at.saturating_duration_since(sent)));
+                    last_del = g.at;
+                    if s + 1 == per_chan_msgs {
+                        done_listeners += 1;
+                        continue;
+                    }
+                }
+                if !t.is_stream() {
+                    lp.net
+                        .send(g.id, &get_request(&sub_paths[c], Some(&g.cursor)));
+                }
+                continue;
+            }
             match ev {
-                Event::Response(id, r) if id >= nl => {
+                Event::Response(id, r) => {
                     if r.status != 201 && r.status != 202 {
                         return Err(format!("publish answered {}", status_line(&r)));
                     }
                     published += 1;
                     last_pub = r.at;
                     pub_busy[pubs.iter().position(|&p| p == id).unwrap_or(0)] = false;
-                }
-                Event::Response(id, r) => {
-                    if r.status != 200 {
-                        return Err(format!("listener got {}", status_line(&r)));
-                    }
-                    let c = chan_of(id);
-                    let (mc, ms_, mt) = parse_msg(&r.body);
-                    if mc != Some(c) {
-                        foreign += 1;
-                        if first_error.is_empty() {
-                            first_error = format!("listener of {c} got {:?}", mc);
-                        }
-                    } else if let (Some(s), Some(t)) = (ms_, mt) {
-                        let want = expect[id];
-                        if s == want {
-                            expect[id] = s + 1;
-                        } else if s > want {
-                            missing += s - want;
-                            expect[id] = s + 1;
-                            if first_error.is_empty() {
-                                first_error = format!("channel {c}: got {s}, expected {want}");
-                            }
-                        } else {
-                            repeated += 1;
-                            if first_error.is_empty() {
-                                first_error = format!("channel {c}: got {s} again");
-                            }
-                        }
-                        let sent = t0 + Duration::from_nanos(t);
-                        lat.push(ms(r.at.saturating_duration_since(sent)));
-                        last_del = r.at;
-                        if s + 1 == per_chan_msgs {
-                            done_listeners += 1;
-                            cursors[id] = (None, None);
-                            continue;
-                        }
-                    }
-                    cursors[id] = (r.last_modified, r.etag);
-                    lp.net
-                        .send(id, &get_request(&sub_paths[c], Some(&cursors[id])));
                 }
                 Event::Connected(_) => {}
                 Event::Closed(id, why) => {
@@ -559,6 +861,7 @@ pub fn throughput(
                         if id >= nl { "publisher" } else { "listener" }
                     ))
                 }
+                ev => return Err(format!("unexpected {ev:?}")),
             }
         }
         lp.check_deadline(|| {
@@ -584,9 +887,7 @@ pub fn throughput(
     m.insert("lat_p50_ms", quantile(&lat, 0.5));
     m.insert("lat_p99_ms", quantile(&lat, 0.99));
     m.insert("deliveries", deliveries);
-    m.insert("missing", missing as f64);
-    m.insert("repeated", repeated as f64);
-    m.insert("foreign", foreign as f64);
+    order.insert(&mut m);
     m.insert(
         "server_us_per_delivery",
         server_ns as f64 / deliveries / 1e3,
@@ -595,13 +896,13 @@ pub fn throughput(
         "client_us_per_delivery",
         client_ns as f64 / deliveries / 1e3,
     );
-    if missing + repeated + foreign > 0 {
-        eprintln!("    throughput ordering errors: {first_error}");
+    if order.errors() > 0 {
+        eprintln!("    throughput ordering errors: {}", order.first_error);
     }
     Ok(m)
 }
 
-fn parse_msg(b: &[u8]) -> (Option<usize>, Option<usize>, Option<u64>) {
+pub(crate) fn parse_msg(b: &[u8]) -> (Option<usize>, Option<usize>, Option<u64>) {
     let s = std::str::from_utf8(b).unwrap_or("");
     let (mut c, mut q, mut t) = (None, None, None);
     for part in s.split(' ') {
@@ -616,10 +917,12 @@ fn parse_msg(b: &[u8]) -> (Option<usize>, Option<usize>, Option<u64>) {
     (c, q, t)
 }
 
-/// Idle memory: `n` held listeners over `channels` channels on a fresh
-/// server; growth of the instance's Pss (master + workers) per listener.
+/// Idle memory: `n` held listeners of transport `t` over `channels`
+/// channels on a fresh server; growth of the instance's Pss (master +
+/// workers) per listener.
 pub fn idle_memory(
     srv: &Nginx,
+    t: Transport,
     n: usize,
     channels: usize,
     settle: Duration,
@@ -635,25 +938,28 @@ pub fn idle_memory(
         ctl.subscribers(&format!("{base}-warm"))?;
     }
     let (pss0, rss0) = srv.memory_kib();
-    let mut lp = Loop::new(srv.addr, deadline)?;
+    let mut lp = Loop::for_transport(srv.addr, deadline, t)?;
     lp.open(n, |net, id| {
         net.send(
             id,
-            &get_request(&format!("/sub?id={base}-{}", id % channels), None),
+            &t.request(&t.path(&format!("{base}-{}", id % channels))),
         );
     })?;
+    if t.is_stream() {
+        lp.wait_streams(n)?;
+    }
     let mut seen = 0;
     lp.wait_quiet(
         Duration::from_millis(20),
         "waiting for held requests",
-        || {
+        |_| {
             seen = ctl.writing()?;
             Ok(seen >= w0 + n)
         },
     )
     .map_err(|e| format!("{e} (stub_status Writing {seen}, want {})", w0 + n))?;
     let until = Instant::now() + settle;
-    lp.wait_quiet(Duration::from_millis(50), "holding", || {
+    lp.wait_quiet(Duration::from_millis(50), "holding", |_| {
         Ok(Instant::now() >= until)
     })?;
     let (pss1, rss1) = srv.memory_kib();
@@ -710,6 +1016,7 @@ pub fn ceiling(
                     }
                     Event::Connected(_) => {}
                     Event::Closed(_, why) => return Err(why),
+                    ev => return Err(format!("unexpected {ev:?}")),
                 }
             }
             lp.check_deadline(|| format!("round {round}: {got}/{conns} answered"))?;
