@@ -202,6 +202,9 @@ pub enum Work {
     Throughput(Transport),
     Idle(Transport),
     Ceiling,
+    /// One write per stream from this program, no nginx (the floor of a
+    /// stream delivery).
+    StreamCeiling,
 }
 
 /// Results: per (workload, instance name), one entry per repetition.
@@ -216,6 +219,11 @@ fn kind_for(name: &str, o: &Opts) -> Kind {
 }
 
 fn run_one(work: Work, kind: Kind, o: &Opts) -> Result<Metrics, String> {
+    if work == Work::StreamCeiling {
+        let n = o.fanout.iter().copied().max().unwrap_or(o.ceiling_conns);
+        let deadline = Instant::now() + o.deadline;
+        return workloads::stream_ceiling(n, o.ceiling_per_conn, o.settings.body_size, deadline);
+    }
     let mut srv = Nginx::start(kind, &o.settings)?;
     let deadline = Instant::now() + o.deadline;
     let body = o.settings.body_size;
@@ -245,6 +253,7 @@ fn run_one(work: Work, kind: Kind, o: &Opts) -> Result<Metrics, String> {
         Work::Ceiling => {
             workloads::ceiling(&srv, o.ceiling_conns, o.ceiling_per_conn, body, deadline)
         }
+        Work::StreamCeiling => unreachable!("run without nginx above"),
     };
     let serious = srv.serious_log_lines();
     srv.stop();
@@ -281,10 +290,26 @@ fn brief(work: Work, m: &Metrics) -> String {
             g("server_us_per_response"),
             g("responses_per_s")
         ),
+        Work::StreamCeiling => format!(
+            "{:.2} us/write, all {:.1} ms",
+            g("server_us_per_delivery"),
+            g("all_ms")
+        ),
     }
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--stream-ceiling-writer") {
+        let n = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let body = args.get(3).cloned().unwrap_or_default();
+        server::raise_nofile();
+        if let Err(e) = workloads::stream_ceiling_writer(n, body.as_bytes()) {
+            println!("error {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let mut o = match parse_args() {
         Ok(o) => o,
         Err(e) => {
@@ -353,7 +378,7 @@ fn main() {
         let floor_works: &[Work] = match work {
             Work::Idle(Transport::LongPoll) => &[Work::Idle(Transport::LongPoll), Work::Ceiling],
             Work::Idle(t) if o.transports.iter().find(|t| t.is_stream()) == Some(&t) => {
-                &[Work::Idle(Transport::EventSource)]
+                &[Work::Idle(Transport::EventSource), Work::StreamCeiling]
             }
             _ => &[],
         };

@@ -596,6 +596,8 @@ fn streams(s: &mut String, o: &Opts, res: &Results) {
         _ => None,
     };
     let sub = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
+    let sc = aggregate(res, Work::StreamCeiling, "floor");
+    let sc_us = sc.get(cpu);
 
     let _ = writeln!(s, "## Streams (issue 8): EventSource and WebSocket\n");
     let _ = writeln!(
@@ -700,16 +702,45 @@ fn streams(s: &mut String, o: &Opts, res: &Results) {
     for &n in &o.fanout {
         let gs = groups(res, o, |t| Work::Fanout(t, n));
         let (lo, ln) = (lp_o(n).get(cpu), lp_n(n).get(cpu));
-        let extra = vec![derived_row(
-            "server CPU per delivery ÷ own long-poll",
-            &gs,
-            2,
-            |g| (div(g.ours.get(cpu), lo), div(g.nchan.get(cpu), ln)),
-        )];
+        let extra = vec![
+            derived_row("server CPU per delivery ÷ own long-poll", &gs, 2, |g| {
+                (div(g.ours.get(cpu), lo), div(g.nchan.get(cpu), ln))
+            }),
+            derived_row("server CPU per delivery ÷ write floor", &gs, 2, |g| {
+                (div(g.ours.get(cpu), sc_us), div(g.nchan.get(cpu), sc_us))
+            }),
+        ];
         let _ = writeln!(s, "#### N = {n}\n");
         multi_table(s, FANOUT_ROWS, &gs, &extra);
         s.push('\n');
     }
+
+    let _ = writeln!(s, "### Write floor (stream ceiling)\n");
+    let _ = writeln!(
+        s,
+        "What a stream delivery cannot cost less than on this machine: a process of this \
+         program (no nginx, no relay) holding {} loopback connections answered with an \
+         EventSource head, writing one chunk with one event ({}-byte body, the bytes a relay \
+         writes) to each with one `write`, {} rounds, while the benchmark's client reads \
+         and checks them as it does a relay's streams. Its own CPU per write (getrusage) \
+         includes, as a relay's does, the receiver's TCP input, which loopback runs in the \
+         sender's context. One writer against a relay's two workers, so its time to all is \
+         not comparable.\n",
+        o.fanout.iter().copied().max().unwrap_or(o.ceiling_conns),
+        o.settings.body_size,
+        o.ceiling_per_conn
+    );
+    s.push_str("| metric | one write per stream |\n|---|---:|\n");
+    let _ = writeln!(
+        s,
+        "| CPU per write (µs) | {} |\n| time to all (ms, median of rounds) | {} |",
+        sc.cell(cpu, 2),
+        sc.cell("all_ms", 2)
+    );
+    if let Some(n) = sc.note() {
+        let _ = writeln!(s, "\nwrite floor: {n}.");
+    }
+    s.push('\n');
 
     let _ = writeln!(s, "### Stream throughput\n");
     let _ = writeln!(

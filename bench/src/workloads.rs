@@ -977,6 +977,148 @@ pub fn idle_memory(
     Ok(m)
 }
 
+/// The stream ceiling: no nginx, no relay. A child process (this program
+/// again, `--stream-ceiling-writer`, in its own process so that its
+/// sockets count against its own descriptor limit) accepts `conns`
+/// connections, answers each with an EventSource head (chunked), and in
+/// each of `rounds` rounds writes one chunk holding one event (the bytes a
+/// relay writes for a message) to every connection, one `write` each,
+/// while this loop reads and checks them as it does a relay's streams. The
+/// writer's CPU per write is what the kernel charges a server for one
+/// stream delivery on loopback (the receiver's TCP input runs in the
+/// sender's context there): the floor of any relay's server CPU per
+/// stream delivery.
+pub fn stream_ceiling(
+    conns: usize,
+    rounds: usize,
+    body_size: usize,
+    deadline: Instant,
+) -> Result<Metrics, String> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let body = body_of("stream ceiling", body_size);
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut child = Command::new(exe)
+        .arg("--stream-ceiling-writer")
+        .arg(conns.to_string())
+        .arg(String::from_utf8_lossy(&body).into_owned())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn the writer: {e}"))?;
+    let mut to = child.stdin.take().ok_or("no stdin")?;
+    let mut from = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    let mut read_line = |what: &str| -> Result<String, String> {
+        line.clear();
+        from.read_line(&mut line)
+            .map_err(|e| format!("writer ({what}): {e}"))?;
+        let l = line.trim().to_string();
+        if let Some(e) = l.strip_prefix("error ") {
+            return Err(format!("writer: {e}"));
+        }
+        if l.is_empty() {
+            return Err(format!("writer ended ({what})"));
+        }
+        Ok(l)
+    };
+    let r = (|| {
+        let port: u16 = read_line("port")?.parse().map_err(|_| "writer's port")?;
+        let addr = SocketAddrV4::new([127, 0, 0, 1].into(), port);
+        let mut lp = Loop::new(addr, deadline)?;
+        lp.open(conns, |_, _| {})?;
+        lp.wait_streams(conns)?;
+        let mut got = vec![false; conns];
+        let (mut server_ns, mut alls) = (0u64, Vec::with_capacity(rounds));
+        for round in 0..rounds {
+            got.iter_mut().for_each(|g| *g = false);
+            let mut k = 0;
+            let t0 = Instant::now();
+            to.write_all(b"go\n").map_err(|e| format!("writer: {e}"))?;
+            while k < conns {
+                lp.net.poll(5, &mut lp.evs);
+                for ev in lp.evs.drain(..) {
+                    match ev {
+                        Event::Message(id, m) if m.data == body => {
+                            if std::mem::replace(&mut got[id], true) {
+                                return Err(format!("round {round}: a stream got it twice"));
+                            }
+                            k += 1;
+                        }
+                        ev => return Err(format!("round {round}: unexpected {ev:?}")),
+                    }
+                }
+                lp.check_deadline(|| format!("round {round}: {k}/{conns} delivered"))?;
+            }
+            alls.push(ms(t0.elapsed()));
+            server_ns += read_line("cpu")?
+                .parse::<u64>()
+                .map_err(|_| "writer's cpu")?;
+        }
+        let mut m = Metrics::new();
+        m.insert(
+            "server_us_per_delivery",
+            server_ns as f64 / (conns * rounds) as f64 / 1e3,
+        );
+        m.insert("all_ms", median(&alls));
+        Ok(m)
+    })();
+    drop(to);
+    let _ = child.kill();
+    let _ = child.wait();
+    r
+}
+
+/// The writer of [`stream_ceiling`] (`push-bench --stream-ceiling-writer
+/// CONNS BODY`): prints its port, accepts CONNS connections, then for each
+/// `go` line on stdin writes the event to every one and prints the CPU
+/// time (ns) that took it.
+pub fn stream_ceiling_writer(conns: usize, body: &[u8]) -> Result<(), String> {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    // std listens with a backlog of 128; thousands of connects at once
+    // need nginx's 4096 (listening again on Linux raises it).
+    // SAFETY: listen on a socket this function owns.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::listen(listener.as_raw_fd(), 4096);
+    }
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let mut out = std::io::stdout();
+    writeln!(out, "{port}")
+        .and_then(|_| out.flush())
+        .map_err(|e| e.to_string())?;
+    let mut event = b"id: 1:0\ndata: ".to_vec();
+    event.extend_from_slice(body);
+    event.extend_from_slice(b"\n\n");
+    let mut chunk = format!("{:x}\r\n", event.len()).into_bytes();
+    chunk.extend_from_slice(&event);
+    chunk.extend_from_slice(b"\r\n");
+    let head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut socks = Vec::with_capacity(conns);
+    while socks.len() < conns {
+        let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        s.set_nodelay(true).ok();
+        s.write_all(head).map_err(|e| format!("head: {e}"))?;
+        socks.push(s);
+    }
+    for line in std::io::stdin().lock().lines() {
+        if line.map_err(|e| e.to_string())?.trim() != "go" {
+            break;
+        }
+        let t0 = self_cpu_ns();
+        for s in socks.iter_mut() {
+            s.write_all(&chunk).map_err(|e| format!("write: {e}"))?;
+        }
+        let used = self_cpu_ns() - t0;
+        writeln!(out, "{used}")
+            .and_then(|_| out.flush())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// The ceiling: `conns` keep-alive connections; in each of `rounds` rounds
 /// every connection sends one request to the `return 200` location at once
 /// and the round ends when all are answered — the shape of a fan-out round
