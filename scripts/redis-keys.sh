@@ -13,7 +13,7 @@ Keys of one channel share the hash tag {<namespace><channel id>} (one Redis
 Cluster slot); the id includes push_channel_group as group/id.
   {T}:c               hash    the channel: created, inc, sender, req, seq, newest, t/g (newest id); a tombstone (dead, t, g) after DELETE
   {T}:m               list    stored message ids, oldest first (time:tag:expires)
-  {T}:k:<time>:<tag>  string  one stored message (time:tag:ctlen:<content type><body>)
+  {T}:k:<time>:<tag>  string  one stored message (time:tag:ctlen:evlen:<content type><event name><body>)
   {T}:l               hash    held listeners per worker (count:deadline in ms, Redis clock)
   <namespace>epoch    string  the second this namespace's data began (data-loss marker)
 Pub/sub channel (not a key): {T}:p  announcements (M inline, R by reference, C conflict, D deleted)

@@ -13,7 +13,7 @@ use nginx_sys::{
 use ngx::http::{HttpModule, HttpModuleConfExt, HttpModuleLocationConf, HttpModuleMainConf};
 use push_relay::conf::Role;
 
-use crate::conf::{self, LocConf, MainConf};
+use crate::conf::{self, LocConf, MainConf, RedisSetting};
 use crate::{handler, runtime, slots, transport};
 
 /// The module, for ngx's configuration traits (allocation and merge of
@@ -67,15 +67,19 @@ unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> Option<()> {
     // SAFETY: as above.
     unsafe { conf::variable_indexes(cf, mcf)? };
     let used = !mcf.roles.is_empty();
-    for (mut clcf, role) in mcf.roles.drain(..) {
-        // SAFETY: the core location configuration of a location of this
-        // http block, recorded while parsing it.
-        unsafe {
-            clcf.as_mut().handler = Some(match role {
-                Role::Sender => handler::sender::handler,
-                _ => handler::listener::handler,
-            })
-        };
+    let roles = core::mem::take(&mut mcf.roles);
+    for (mut clcf, mut lcf, role) in roles {
+        // SAFETY: the core and our location configurations of a location of
+        // this http block, recorded while parsing it, merged by now.
+        let (clcf, lcf) = unsafe { (clcf.as_mut(), lcf.as_mut()) };
+        clcf.handler = Some(match role {
+            Role::Sender => handler::sender::handler,
+            _ => handler::listener::handler,
+        });
+        if let RedisSetting::Url { text, addr } = lcf.redis {
+            let ns = lcf.namespace().to_vec();
+            lcf.store = mcf.redis_store(text.as_bytes(), addr, &ns)?;
+        }
     }
     if used {
         // SAFETY: postconfiguration is where zones are declared.
@@ -114,17 +118,27 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx calls this once in each new worker with its running
     // cycle, whose http configuration (if any) is complete.
     let cycle = unsafe { &*cycle };
-    // SAFETY: our main configuration slot holds a MainConf.
-    let zone = unsafe { cycle.http_main_conf_unchecked::<MainConf>(slots::descriptor()) }
-        // SAFETY: a MainConf of the running cycle, read only.
-        .map(|m| unsafe { m.as_ref() }.shm_zone)
-        .filter(|z| !z.is_null());
-    let Some(zone) = zone else {
+    // SAFETY: our main configuration slot holds a MainConf of the running
+    // cycle, which outlives the worker's use of it.
+    let Some(mcf) = (unsafe { cycle.http_main_conf_unchecked::<MainConf>(slots::descriptor()) })
+        .map(|m| unsafe { m.as_ref() })
+    else {
         return NGX_OK as ngx_int_t;
     };
+    if mcf.shm_zone.is_null() {
+        return NGX_OK as ngx_int_t;
+    }
     // SAFETY: the zone was declared by this cycle's postconfiguration and is
-    // mapped for the worker's whole life.
-    unsafe { runtime::worker::start(cycle.log, zone, transport::deliver) }
+    // mapped for the worker's whole life; the host name is the cycle's.
+    unsafe {
+        runtime::worker::start(
+            cycle.log,
+            mcf.shm_zone,
+            mcf,
+            cycle.hostname.as_bytes(),
+            transport::deliver,
+        )
+    }
 }
 
 extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {

@@ -167,3 +167,43 @@ fn alias_refusals_name_the_alias() {
     let t = aliased(1).http("push_store_messages perhaps;").nginx_t();
     t.assert_refused("push_store_messages", "push_store_messages perhaps;");
 }
+
+/// The default concurrency follows the names (PROTOCOL.md, Concurrency):
+/// a `push_subscriber` location broadcasts, as the 0.7x module did; a
+/// `push_listener` one keeps `last`; an explicit rule wins either way.
+fn default_follows_the_names(workers: usize) {
+    let ngx = aliased(workers).start();
+    let mut held = ngx.spread_connections(ngx.listener_port, 3);
+    for (c, _) in &mut held {
+        c.send(&Req::get(&chan_path("bc")));
+    }
+    ngx.wait_subscribers("bc", 3);
+    assert_eq!(ngx.post("bc", b"to all").status, 201);
+    for (c, _) in &mut held {
+        assert_eq!(c.recv(PROMPT).body, b"to all", "push_subscriber broadcasts");
+    }
+    ngx.stop_and_check();
+
+    let seed = Conf::new(workers).start();
+    let mut old = seed.listener();
+    old.send(&Req::get(&chan_path("l")));
+    seed.wait_subscribers("l", 1);
+    let mut new = seed.listener();
+    new.send(&Req::get(&chan_path("l")));
+    assert_eq!(old.recv(PROMPT).status, 409, "push_listener keeps last");
+    seed.stop_and_check();
+
+    let told = aliased(workers)
+        .listener_extra("push_subscriber_concurrency last;")
+        .start();
+    let mut old = told.listener();
+    old.send(&Req::get(&chan_path("t")));
+    told.wait_subscribers("t", 1);
+    let mut new = told.listener();
+    new.send(&Req::get(&chan_path("t")));
+    assert_eq!(old.recv(PROMPT).status, 409, "explicit last wins");
+    drop(new);
+    told.stop_and_check();
+}
+
+both_workers!(default_follows_the_names);

@@ -192,13 +192,16 @@ impl LocSettings {
 
     /// The concurrency rule: the configured one; else `broadcast` where the
     /// location offers a stream (two browser tabs would otherwise end each
-    /// other's stream on every reconnect), else `last`.
+    /// other's stream on every reconnect) or was made a listener with the
+    /// 0.7x name `push_subscriber` (that module's default), else `last`
+    /// (the 2009 module's, for `push_listener`).
     pub fn concurrency(&self) -> Concurrency {
-        self.concurrency.unwrap_or(if self.transports.has_stream() {
-            Concurrency::Broadcast
-        } else {
-            Concurrency::Last
-        })
+        self.concurrency
+            .unwrap_or(if self.transports.has_stream() || self.names == Names::Legacy {
+                Concurrency::Broadcast
+            } else {
+                Concurrency::Last
+            })
     }
 
     /// Rules of a merged listener location.
@@ -325,6 +328,33 @@ mod tests {
         );
         let l = c.listener();
         assert_eq!((l.ping_ms, l.max_pending), (0, DEFAULT_MAX_PENDING));
+    }
+
+    #[test]
+    fn the_default_follows_the_names_a_location_uses() {
+        let mut seed = LocSettings {
+            role: Role::Listener,
+            names: Names::Seed,
+            ..LocSettings::default()
+        };
+        seed.merge(&LocSettings::default());
+        assert_eq!(seed.concurrency(), Concurrency::Last);
+        let mut legacy = LocSettings {
+            role: Role::Listener,
+            names: Names::Legacy,
+            ..LocSettings::default()
+        };
+        legacy.merge(&LocSettings::default());
+        assert_eq!(legacy.concurrency(), Concurrency::Broadcast);
+        let mut told = LocSettings {
+            names: Names::Legacy,
+            ..LocSettings::default()
+        };
+        told.merge(&LocSettings {
+            concurrency: Some(Concurrency::Last),
+            ..LocSettings::default()
+        });
+        assert_eq!(told.concurrency(), Concurrency::Last, "explicit wins");
     }
 
     #[test]

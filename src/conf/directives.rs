@@ -7,22 +7,24 @@
 
 use core::ffi::{c_char, c_void, CStr};
 use core::mem::offset_of;
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 use nginx_sys::{
     ngx_atoi, ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_set_msec_slot, ngx_conf_set_num_slot,
-    ngx_conf_set_sec_slot, ngx_conf_set_size_slot, ngx_conf_t, ngx_http_core_loc_conf_t,
-    ngx_http_core_module, ngx_http_set_complex_value_slot, ngx_parse_size, ngx_pnalloc, ngx_str_t,
-    ngx_uint_t, NGX_CONF_ANY, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_ERROR,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
-    NGX_HTTP_SRV_CONF,
+    ngx_conf_set_sec_slot, ngx_conf_set_size_slot, ngx_conf_set_str_slot, ngx_conf_t,
+    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_set_complex_value_slot, ngx_int_t,
+    ngx_parse_size, ngx_parse_url, ngx_pnalloc, ngx_str_t, ngx_uint_t, ngx_url_t, NGX_CONF_ANY,
+    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
+    NGX_OK,
 };
 use ngx::http::HttpModuleConfExt;
 use ngx::ngx_string;
 use push_relay::conf::{must_be, pick, LocSettings, Names, Role, CONCURRENCY, MIN_BUFFER_SIZE};
+use push_relay::redis::url::RedisUrl;
 use push_relay::transport::Transports;
 
-use super::{LocConf, MainConf};
+use super::{LocConf, MainConf, RedisAddr, RedisSetting};
 
 const OK: *mut c_char = ptr::null_mut();
 
@@ -117,9 +119,85 @@ unsafe extern "C" fn set_role(
     let (Some(mcf), Some(clcf)) = (mcf, clcf) else {
         return refuse(c"is not allowed here");
     };
-    // The content handler is set once the http block is parsed.
-    mcf.roles.push((clcf, role));
+    // The content handler (and the store) are set once the http block is
+    // parsed.
+    mcf.roles.push((clcf, NonNull::from(&mut *lcf), role));
     OK
+}
+
+/// `push_redis <url> | off`: the URL is checked and its host resolved
+/// now, so `nginx -t` names a bad one with its file and line.
+unsafe extern "C" fn set_redis(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: our location configuration.
+    let lcf = unsafe { &mut *conf.cast::<LocConf>() };
+    if !matches!(lcf.redis, RedisSetting::Unset) {
+        return refuse(c"is duplicate");
+    }
+    // SAFETY: a directive with one argument.
+    let arg = unsafe { args(cf) }[1];
+    if arg.as_bytes() == b"off" {
+        lcf.redis = RedisSetting::Off;
+        return OK;
+    }
+    let Ok(text) = core::str::from_utf8(arg.as_bytes()) else {
+        return refuse(c"takes a redis:// URL");
+    };
+    let url = match RedisUrl::parse(text) {
+        Ok(u) => u,
+        // SAFETY: a directive handler's `cf`.
+        Err(e) => return unsafe { refuse_with(cf, e.message()) },
+    };
+    // SAFETY: a directive handler's `cf`; nginx resolves into its pool.
+    match unsafe { resolve(cf, &url) } {
+        Ok(addr) => {
+            lcf.redis = RedisSetting::Url { text: arg, addr };
+            OK
+        }
+        // SAFETY: as above.
+        Err(reason) => unsafe { refuse_with(cf, &reason) },
+    }
+}
+
+/// Resolve a Redis host the way nginx resolves upstream servers (once,
+/// at configuration time).
+///
+/// # Safety
+/// `cf` is the configuration being parsed.
+unsafe fn resolve(cf: *mut ngx_conf_t, url: &RedisUrl) -> Result<RedisAddr, String> {
+    let text = format!("{}:{}", url.host, url.port);
+    // SAFETY: the configuration's pool; the copy and nginx's results live
+    // as long as the configuration.
+    unsafe {
+        let data = ngx_pnalloc((*cf).pool, text.len()).cast::<u8>();
+        if data.is_null() {
+            return Err("cannot be resolved: out of memory".into());
+        }
+        ptr::copy_nonoverlapping(text.as_ptr(), data, text.len());
+        let mut u: ngx_url_t = core::mem::zeroed();
+        u.url = ngx_str_t {
+            len: text.len(),
+            data,
+        };
+        u.default_port = url.port;
+        if ngx_parse_url((*cf).pool, &mut u) != NGX_OK as ngx_int_t || u.naddrs == 0 {
+            let why = if u.err.is_null() {
+                "host not found".to_string()
+            } else {
+                CStr::from_ptr(u.err).to_string_lossy().into_owned()
+            };
+            return Err(format!("cannot use \"{text}\": {why}"));
+        }
+        let a = &*u.addrs;
+        Ok(RedisAddr {
+            sockaddr: a.sockaddr,
+            socklen: a.socklen,
+            name: a.name,
+        })
+    }
 }
 
 /// `push_buffer_size`: nginx's size syntax, at least 32k.
@@ -218,7 +296,7 @@ macro_rules! setting {
 }
 
 /// The directive table nginx reads (and never writes).
-pub struct Commands([ngx_command_t; 25]);
+pub struct Commands([ngx_command_t; 29]);
 
 // SAFETY: nginx only reads the table, from its single configuration thread.
 unsafe impl Sync for Commands {}
@@ -412,6 +490,38 @@ pub static COMMANDS: Commands = Commands([
         ngx_conf_set_size_slot,
         LOC,
         setting!(max_pending),
+        0,
+    ),
+    cmd(
+        ngx_string!("push_redis"),
+        ANY | NGX_CONF_TAKE1,
+        set_redis,
+        LOC,
+        0,
+        0,
+    ),
+    cmd(
+        ngx_string!("push_redis_namespace"),
+        ANY | NGX_CONF_TAKE1,
+        ngx_conf_set_str_slot,
+        LOC,
+        offset_of!(LocConf, namespace),
+        0,
+    ),
+    cmd(
+        ngx_string!("push_redis_heartbeat"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        MAIN,
+        offset_of!(MainConf, redis_heartbeat),
+        0,
+    ),
+    cmd(
+        ngx_string!("push_redis_connect_timeout"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        MAIN,
+        offset_of!(MainConf, redis_connect_timeout),
         0,
     ),
     cmd(

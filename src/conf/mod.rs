@@ -12,11 +12,13 @@ use core::ptr::NonNull;
 use nginx_sys::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_complex_value_t, ngx_http_core_loc_conf_t,
     ngx_http_get_variable_index, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t,
-    ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_VAR_CHANGEABLE, NGX_OK,
+    ngx_msec_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, sockaddr, socklen_t, NGX_ERROR,
+    NGX_HTTP_VAR_CHANGEABLE, NGX_OK,
 };
 use ngx::http::{HttpModuleConfExt, Merge, MergeConfigError};
 use ngx::ngx_string;
 use push_relay::conf::{LocSettings, Role, DEFAULT_BUFFER_SIZE};
+use push_relay::redis::url::RedisUrl;
 
 use crate::slots;
 
@@ -28,10 +30,51 @@ pub struct MainConf {
     pub buffer_size: usize,
     pub shm_zone: *mut ngx_shm_zone_t,
     /// Locations that are senders or listeners, to be given the content
-    /// handler of their role once the http block is parsed.
-    pub roles: Vec<(NonNull<ngx_http_core_loc_conf_t>, Role)>,
+    /// handler of their role (and their store) once the http block is
+    /// parsed.
+    pub roles: Vec<(NonNull<ngx_http_core_loc_conf_t>, NonNull<LocConf>, Role)>,
     pub var_push_id: ngx_int_t,
     pub var_push_channel_id: ngx_int_t,
+    /// `push_redis_heartbeat`, `push_redis_connect_timeout` (msec).
+    pub redis_heartbeat: ngx_msec_t,
+    pub redis_connect_timeout: ngx_msec_t,
+    /// The distinct Redis servers the locations use, with the namespaces
+    /// used on each.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A Redis server some location's channels live in.
+pub struct Endpoint {
+    pub url: RedisUrl,
+    /// The text of `push_redis`, which tells endpoints apart.
+    pub text: Vec<u8>,
+    pub addr: RedisAddr,
+    pub namespaces: Vec<Vec<u8>>,
+}
+
+/// A resolved Redis address (in the configuration's pool).
+#[derive(Clone, Copy)]
+pub struct RedisAddr {
+    pub sockaddr: *mut sockaddr,
+    pub socklen: socklen_t,
+    pub name: ngx_str_t,
+}
+
+/// `push_redis` of a location, as parsed.
+#[derive(Clone, Copy)]
+pub enum RedisSetting {
+    Unset,
+    Off,
+    Url { text: ngx_str_t, addr: RedisAddr },
+}
+
+/// Where a location's channels live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// The shared-memory zone of this nginx.
+    Zone,
+    /// `endpoints[endpoint]`, in its namespace `namespace`.
+    Redis { endpoint: u16, namespace: u16 },
 }
 
 impl Default for MainConf {
@@ -42,6 +85,9 @@ impl Default for MainConf {
             roles: Vec::new(),
             var_push_id: NGX_ERROR as ngx_int_t,
             var_push_channel_id: NGX_ERROR as ngx_int_t,
+            redis_heartbeat: ngx_msec_t::MAX,
+            redis_connect_timeout: ngx_msec_t::MAX,
+            endpoints: Vec::new(),
         }
     }
 }
@@ -52,6 +98,42 @@ impl MainConf {
         if self.buffer_size == 0 {
             self.buffer_size = DEFAULT_BUFFER_SIZE;
         }
+        if self.redis_heartbeat == ngx_msec_t::MAX {
+            self.redis_heartbeat = 10_000;
+        }
+        if self.redis_connect_timeout == ngx_msec_t::MAX {
+            self.redis_connect_timeout = 1000;
+        }
+    }
+
+    /// The endpoint and namespace of a `push_redis` location, added to the
+    /// lists when first seen.
+    pub fn redis_store(&mut self, text: &[u8], addr: RedisAddr, namespace: &[u8]) -> Option<Store> {
+        let endpoint = match self.endpoints.iter().position(|e| e.text == text) {
+            Some(i) => i,
+            None => {
+                let url = RedisUrl::parse(core::str::from_utf8(text).ok()?).ok()?;
+                self.endpoints.push(Endpoint {
+                    url,
+                    text: text.to_vec(),
+                    addr,
+                    namespaces: Vec::new(),
+                });
+                self.endpoints.len() - 1
+            }
+        };
+        let e = &mut self.endpoints[endpoint];
+        let namespace = match e.namespaces.iter().position(|n| n == namespace) {
+            Some(i) => i,
+            None => {
+                e.namespaces.push(namespace.to_vec());
+                e.namespaces.len() - 1
+            }
+        };
+        Some(Store::Redis {
+            endpoint: u16::try_from(endpoint).ok()?,
+            namespace: u16::try_from(namespace).ok()?,
+        })
     }
 }
 
@@ -70,7 +152,16 @@ pub struct LocConf {
     /// `push_allow_origin`; `UNSET_CV` until merged, then (when still
     /// unset) the default `*`.
     allow_origin: *mut ngx_http_complex_value_t,
+    pub redis: RedisSetting,
+    /// `push_redis_namespace` (`ngx_conf_set_str_slot`); null data = unset.
+    pub namespace: ngx_str_t,
+    /// Where this location's channels live; set once the http block is
+    /// parsed.
+    pub store: Store,
 }
+
+/// `push_redis_namespace`'s default.
+pub const DEFAULT_NAMESPACE: &[u8] = b"push:";
 
 impl Default for LocConf {
     fn default() -> Self {
@@ -78,6 +169,9 @@ impl Default for LocConf {
             settings: LocSettings::default(),
             group: UNSET_CV,
             allow_origin: UNSET_CV,
+            redis: RedisSetting::Unset,
+            namespace: ngx_str_t::default(),
+            store: Store::Zone,
         }
     }
 }
@@ -95,11 +189,26 @@ impl Merge for LocConf {
         if self.allow_origin == UNSET_CV {
             self.allow_origin = prev.allow_origin;
         }
+        if matches!(self.redis, RedisSetting::Unset) {
+            self.redis = prev.redis;
+        }
+        if self.namespace.data.is_null() {
+            self.namespace = prev.namespace;
+        }
         Ok(())
     }
 }
 
 impl LocConf {
+    /// `push_redis_namespace` as merged.
+    pub fn namespace(&self) -> &[u8] {
+        if self.namespace.data.is_null() {
+            DEFAULT_NAMESPACE
+        } else {
+            self.namespace.as_bytes()
+        }
+    }
+
     pub fn group(&self) -> Option<&ngx_http_complex_value_t> {
         // SAFETY: after merge the pointer is null or a complex value that
         // nginx compiled into the configuration pool, which outlives every

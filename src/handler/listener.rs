@@ -1,18 +1,25 @@
 //! The content handler of `push_listener` locations: read the request, ask
-//! the relay, then answer at once or park the request.
+//! the relay, then answer at once, park the request, or start its stream.
+//! A store that answers later (Redis) resumes the same code when the
+//! listen completes.
+
+use std::rc::Rc;
 
 use nginx_sys::{ngx_http_request_t, ngx_int_t, NGX_DONE, NGX_HTTP_INTERNAL_SERVER_ERROR};
 use push_relay::backend::{Listen, Listened};
-use push_relay::conf::Role;
-use push_relay::outcome::Level;
+use push_relay::conf::{ListenerRules, Role};
+use push_relay::delivery::Delivery;
+use push_relay::outcome::{Level, Refusal};
+use push_relay::redis::backend::Completion;
 use push_relay::relay::MsgRef;
 use push_relay::request::{listener_op, ListenerOp};
 use push_relay::transport::{choose, Transport};
 
-use crate::conf;
+use crate::conf::{self, Store};
 use crate::http::request::Req;
+use crate::runtime::ops::{self, Run};
 use crate::runtime::parked::{self, Parking};
-use crate::runtime::{ops, worker};
+use crate::runtime::{waiting, worker};
 use crate::transport::{eventsource, websocket};
 
 const ERROR: ngx_int_t = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
@@ -24,6 +31,31 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     match unsafe { Req::new(r) } {
         Some(req) => listen(req),
         None => ERROR,
+    }
+}
+
+/// What a listener request is, read from it (again, when it resumes).
+struct Asked<'r> {
+    store: Store,
+    rules: ListenerRules,
+    transport: Transport,
+    origin: Option<&'r [u8]>,
+}
+
+fn asked<'r>(req: Req<'r>) -> Result<Asked<'r>, ngx_int_t> {
+    let Some((lcf, _)) = conf::of_request(req.ngx()) else {
+        return Err(ERROR);
+    };
+    let origin = req.allow_origin(lcf);
+    let rules = lcf.settings.listener();
+    match choose(rules.transports, req.method(), &req.hints()) {
+        Ok(transport) => Ok(Asked {
+            store: lcf.store,
+            rules,
+            transport,
+            origin,
+        }),
+        Err(refusal) => Err(req.refuse(refusal.reply(), Some(origin))),
     }
 }
 
@@ -52,68 +84,91 @@ fn listen(req: Req<'_>) -> ngx_int_t {
     if worker::exiting() {
         return req.not_modified(origin);
     }
-    let rules = lcf.settings.listener();
-    let transport = match choose(rules.transports, req.method(), &req.hints()) {
-        Ok(t) => t,
-        Err(refusal) => return req.refuse(refusal.reply(), Some(origin)),
+    let a = match asked(req) {
+        Ok(a) => a,
+        Err(rc) => return rc,
     };
     let ask = Listen {
         id: &id,
-        cursor: if transport.is_stream() {
+        cursor: if a.transport.is_stream() {
             req.stream_cursor()
         } else {
             req.cursor()
         },
-        rules,
-        transport,
+        rules: a.rules,
+        transport: a.transport,
         now: worker::now(),
     };
-    let Some((out, fx)) = ops::zone(|b, fx| b.listen(&ask, fx)) else {
-        return ERROR;
+    match ops::run(a.store, |b, fx| b.listen(&ask, fx)) {
+        None => ERROR,
+        Some(Run::Done(out, fx)) => {
+            let msgs = ops::finish(fx, None);
+            listened(req, &a, out, &msgs)
+        }
+        Some(Run::Later(op)) => {
+            let Store::Redis { endpoint, .. } = a.store else {
+                return ERROR;
+            };
+            match waiting::wait(req, usize::from(endpoint), op, resume, false) {
+                Ok(()) => NGX_DONE as ngx_int_t,
+                Err(()) => ERROR,
+            }
+        }
+    }
+}
+
+/// The listen completed (Redis): continue as if it had at once.
+fn resume(req: Req<'_>, c: Completion, msgs: &[Rc<Delivery>]) {
+    let rc = match (c, asked(req)) {
+        (Completion::Listen(out), Ok(a)) => listened(req, &a, out, msgs),
+        (_, Err(rc)) => rc,
+        _ => ERROR,
     };
+    // NGX_DONE (held) drops the count the wait took; park took its own.
+    req.finalize_parked(rc);
+}
+
+/// Answer, park or start what the store decided; `msgs` are the
+/// deliveries of the operation's copies.
+fn listened(
+    req: Req<'_>,
+    a: &Asked<'_>,
+    out: Result<Listened, Refusal>,
+    msgs: &[Rc<Delivery>],
+) -> ngx_int_t {
     match out {
         Ok(Listened::Held { chan, key, backlog }) => {
             let parking = Parking {
                 key,
                 chan,
-                transport,
-                origin,
-                timeout_ms: if transport.is_stream() {
+                store: a.store,
+                transport: a.transport,
+                origin: a.origin,
+                timeout_ms: if a.transport.is_stream() {
                     0
                 } else {
-                    rules.timeout_ms
+                    a.rules.timeout_ms
                 },
                 stream: core::ptr::null_mut(),
                 release: None,
             };
-            // Parked (a poll) or started (a stream) before the answers the
-            // listen produced (older listeners it ended) are written.
-            let started = match transport {
-                Transport::EventSource | Transport::WebSocket => {
-                    let msgs = ops::finish(fx, None);
-                    let backlog = msgs
-                        .get(backlog.start as usize..backlog.end as usize)
-                        .unwrap_or(&[]);
-                    match transport {
-                        Transport::EventSource => eventsource::start(req, parking, &rules, backlog),
-                        _ => websocket::start(
-                            req,
-                            parking,
-                            &rules,
-                            req.header(b"Sec-WebSocket-Key").unwrap_or(b""),
-                            req.header(b"Sec-WebSocket-Protocol"),
-                            backlog,
-                        ),
-                    }
-                }
-                _ => {
-                    let parked = parked::park(req, parking);
-                    ops::finish(fx, None);
-                    parked
-                }
+            let backlog = msgs
+                .get(backlog.start as usize..backlog.end as usize)
+                .unwrap_or(&[]);
+            let started = match a.transport {
+                Transport::EventSource => eventsource::start(req, parking, &a.rules, backlog),
+                Transport::WebSocket => websocket::start(
+                    req,
+                    parking,
+                    &a.rules,
+                    req.header(b"Sec-WebSocket-Key").unwrap_or(b""),
+                    req.header(b"Sec-WebSocket-Protocol"),
+                    backlog,
+                ),
+                _ => parked::park(req, parking),
             };
             if started.is_err() {
-                ops::forget(chan, key);
+                ops::forget(a.store, chan, key);
                 worker::with(|w| w.parked.remove(key));
                 req.log(
                     Level::Error,
@@ -123,23 +178,12 @@ fn listen(req: Req<'_>) -> ngx_int_t {
             }
             NGX_DONE as ngx_int_t
         }
-        Ok(Listened::Message(m)) => {
-            let msgs = ops::finish(fx, None);
-            match m {
-                MsgRef::Copy(i) => match msgs.get(i as usize) {
-                    Some(d) => req.message(d, origin),
-                    None => ERROR,
-                },
-                MsgRef::Published => ERROR,
-            }
-        }
-        Ok(Listened::NotModified) => {
-            ops::finish(fx, None);
-            req.not_modified(origin)
-        }
-        Err(refusal) => {
-            ops::finish(fx, None);
-            req.refuse(refusal.reply(), Some(origin))
-        }
+        Ok(Listened::Message(MsgRef::Copy(i))) => match msgs.get(i as usize) {
+            Some(d) => req.message(d, a.origin),
+            None => ERROR,
+        },
+        Ok(Listened::Message(MsgRef::Published)) => ERROR,
+        Ok(Listened::NotModified) => req.not_modified(a.origin),
+        Err(refusal) => req.refuse(refusal.reply(), Some(a.origin)),
     }
 }

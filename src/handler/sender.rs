@@ -8,17 +8,20 @@ use nginx_sys::{
     ngx_http_request_t, ngx_int_t, NGX_DONE, NGX_HTTP_ACCEPTED, NGX_HTTP_CREATED,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK, NGX_HTTP_SPECIAL_RESPONSE,
 };
-use push_relay::backend::Publish;
+use push_relay::backend::{OpId, Publish, Published};
 use push_relay::conf::Role;
 use push_relay::delivery::{is_message_http, Delivery};
 use push_relay::outcome::{Level, Refusal};
+use push_relay::proto::info::ChannelInfo;
 use push_relay::proto::msghttp;
 use push_relay::proto::text::is_token;
+use push_relay::redis::backend::Completion;
 use push_relay::request::{sender_op, SenderOp};
 
-use crate::conf;
+use crate::conf::{self, Store};
 use crate::http::request::Req;
-use crate::runtime::{ops, worker};
+use crate::runtime::ops::{self, Run};
+use crate::runtime::{waiting, worker};
 
 const ERROR: ngx_int_t = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
 
@@ -70,17 +73,62 @@ fn send(req: Req<'_>) -> ngx_int_t {
     }
     let now = worker::now();
     let rules = lcf.settings.sender();
-    let done = ops::zone(|b, fx| match op {
+    let done = ops::run(lcf.store, |b, fx| match op {
         SenderOp::Create => b.create(&id, &rules, now, fx),
         SenderOp::Delete => b.delete(&id, now, fx),
         _ => b.info(&id, now, fx),
     });
-    let Some((out, fx)) = done else {
-        return ERROR;
-    };
-    ops::finish(fx, None);
+    match done {
+        None => ERROR,
+        Some(Run::Done(out, fx)) => {
+            ops::finish(fx, None);
+            info(req, out)
+        }
+        Some(Run::Later(op)) => wait(req, lcf.store, op, false),
+    }
+}
+
+/// Answer with the channel's info, or the refusal.
+fn info(req: Req<'_>, out: Result<ChannelInfo, Refusal>) -> ngx_int_t {
     match out {
         Ok(info) => req.info(NGX_HTTP_OK as u16, &info),
+        Err(refusal) => req.refuse(refusal.reply(), None),
+    }
+}
+
+/// Wait for a store that answers later; `counted`: a POST, kept alive by
+/// its body read.
+fn wait(req: Req<'_>, store: Store, op: OpId, counted: bool) -> ngx_int_t {
+    let Store::Redis { endpoint, .. } = store else {
+        return ERROR;
+    };
+    match waiting::wait(req, usize::from(endpoint), op, resume, counted) {
+        Ok(()) => NGX_DONE as ngx_int_t,
+        Err(()) => ERROR,
+    }
+}
+
+/// The operation completed (Redis): answer and finish the request.
+fn resume(req: Req<'_>, c: Completion, _msgs: &[Rc<Delivery>]) {
+    let rc = match c {
+        Completion::Info(out) => info(req, out),
+        Completion::Publish(out) => published(req, out),
+        Completion::Listen(_) => ERROR,
+    };
+    req.finalize(rc);
+}
+
+/// `201` when a listener was held, else `202`, with the channel's info.
+fn published(req: Req<'_>, out: Result<Published, Refusal>) -> ngx_int_t {
+    match out {
+        Ok(posted) => {
+            let status = if posted.held > 0 {
+                NGX_HTTP_CREATED
+            } else {
+                NGX_HTTP_ACCEPTED
+            };
+            req.info(status as u16, &posted.info)
+        }
         Err(refusal) => req.refuse(refusal.reply(), None),
     }
 }
@@ -92,7 +140,10 @@ unsafe extern "C" fn publish_body(r: *mut ngx_http_request_t) {
         return;
     };
     let rc = publish(req);
-    req.finalize(rc);
+    // NGX_DONE: it waits on the store, and finishes when that answers.
+    if rc != NGX_DONE as ngx_int_t {
+        req.finalize(rc);
+    }
 }
 
 fn publish(req: Req<'_>) -> ngx_int_t {
@@ -126,28 +177,23 @@ fn publish(req: Req<'_>) -> ngx_int_t {
         rules: lcf.settings.sender(),
         now: worker::now(),
     };
-    let Some((out, fx)) = ops::zone(|b, fx| b.publish(&p, fx)) else {
-        return ERROR;
-    };
-    let published = match &out {
-        Ok(posted) if ops::wants_published(&fx) => Some(Rc::new(Delivery::new(
-            posted.id,
-            content_type.to_vec(),
-            event.to_vec(),
-            body,
-        ))),
-        _ => None,
-    };
-    ops::finish(fx, published.as_ref());
-    match out {
-        Ok(posted) => {
-            let status = if posted.held > 0 {
-                NGX_HTTP_CREATED
-            } else {
-                NGX_HTTP_ACCEPTED
+    let store = lcf.store;
+    let out = match ops::run(store, |b, fx| b.publish(&p, fx)) {
+        None => return ERROR,
+        Some(Run::Later(op)) => return wait(req, store, op, true),
+        Some(Run::Done(out, fx)) => {
+            let published = match &out {
+                Ok(posted) if ops::wants_published(&fx) => Some(Rc::new(Delivery::new(
+                    posted.id,
+                    content_type.to_vec(),
+                    event.to_vec(),
+                    body,
+                ))),
+                _ => None,
             };
-            req.info(status as u16, &posted.info)
+            ops::finish(fx, published.as_ref());
+            out
         }
-        Err(refusal) => req.refuse(refusal.reply(), None),
-    }
+    };
+    published(req, out)
 }

@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use nginx_sys::{ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN};
-use push_relay::backend::{Backend, Step};
+use push_relay::backend::{Backend, OpId, Step};
 use push_relay::delivery::Delivery;
 use push_relay::registry::{ChanKey, Key};
 use push_relay::relay::{Answer, Effects, MsgRef};
@@ -16,6 +16,7 @@ use push_relay::zone_backend::ZoneBackend;
 use super::faults;
 use super::wakeup::Sent;
 use super::worker::{self, arm, with};
+use crate::conf::Store;
 
 /// What a held listener is sent, as its transport receives it.
 #[derive(Clone, Copy)]
@@ -35,6 +36,55 @@ pub type Deliver = fn(Key, Out<'_>);
 pub fn deliver(key: Key, out: Out<'_>) {
     if let Some(deliver) = with(|w| w.deliver) {
         deliver(key, out);
+    }
+}
+
+/// How far an operation got.
+pub enum Run<T> {
+    /// Done, with what it left to carry out (`finish`).
+    Done(T, Effects),
+    /// It completes later: the request waits on this operation.
+    Later(OpId),
+}
+
+/// Run `op` on the store of a location.
+pub fn run<T>(
+    store: Store,
+    op: impl FnMut(&mut dyn Backend, &mut Effects) -> Step<T>,
+) -> Option<Run<T>> {
+    match store {
+        Store::Zone => zone(op).map(|(t, fx)| Run::Done(t, fx)),
+        Store::Redis {
+            endpoint,
+            namespace,
+        } => redis(usize::from(endpoint), usize::from(namespace), op),
+    }
+}
+
+/// Run `op` on a Redis endpoint's backend (one namespace of it), and send
+/// what it queued.
+fn redis<T>(
+    ep: usize,
+    ns: usize,
+    mut op: impl FnMut(&mut dyn Backend, &mut Effects) -> Step<T>,
+) -> Option<Run<T>> {
+    let (step, fx) = with(|w| {
+        let mut fx = core::mem::take(&mut w.fx);
+        let c = w.redis.get_mut(ep)?;
+        let step = op(&mut c.backend.scope(ns), &mut fx);
+        c.flush();
+        Some((step, fx))
+    })??;
+    match step {
+        Step::Ready(t) => Some(Run::Done(t, fx)),
+        Step::Later(op) => {
+            finish(fx, None);
+            Some(Run::Later(op))
+        }
+        Step::Retry => {
+            finish(fx, None);
+            None
+        }
     }
 }
 
@@ -66,15 +116,26 @@ pub fn zone<T>(
     }
 }
 
-/// A held listener went away. Takes the lock only if it was still held.
-pub fn forget(chan: ChanKey, key: Key) -> bool {
+/// A held listener of `store` went away. The zone's lock is taken only if
+/// it was still held.
+pub fn forget(store: Store, chan: ChanKey, key: Key) -> bool {
     let now = worker::now();
-    with(|w| {
-        if !w.relay.is_held(chan, key) {
-            return false;
+    with(|w| match store {
+        Store::Zone => {
+            if !w.relay.is_held(chan, key) {
+                return false;
+            }
+            let lock = w.zone.lock();
+            ZoneBackend::new(lock.store, &mut w.relay, w.me).forget(chan, key, now)
         }
-        let lock = w.zone.lock();
-        ZoneBackend::new(lock.store, &mut w.relay, w.me).forget(chan, key, now)
+        Store::Redis { endpoint, .. } => match w.redis.get_mut(usize::from(endpoint)) {
+            Some(c) => {
+                let gone = c.backend.scope(0).forget(chan, key, now);
+                c.flush();
+                gone
+            }
+            None => false,
+        },
     })
     .unwrap_or(false)
 }
@@ -95,7 +156,19 @@ pub fn catch_up() {
 /// request with one (`MsgRef::Copy(i)` is the i-th). `published` is the
 /// delivery of the message this worker just published, if any answer
 /// carries it.
-pub fn finish(mut fx: Effects, published: Option<&Rc<Delivery>>) -> Vec<Rc<Delivery>> {
+pub fn finish(fx: Effects, published: Option<&Rc<Delivery>>) -> Vec<Rc<Delivery>> {
+    finish_then(fx, published, |_| {})
+}
+
+/// `finish`, with `first` run once the deliveries exist and before any
+/// answer is written: requests resumed there (parked, streams started)
+/// then get the answers of the same batch (a message or a deletion that
+/// arrived right behind the reply that held them).
+pub fn finish_then(
+    mut fx: Effects,
+    published: Option<&Rc<Delivery>>,
+    first: impl FnOnce(&[Rc<Delivery>]),
+) -> Vec<Rc<Delivery>> {
     if let Some(n) = fx.resynced.take() {
         with(|w| {
             ngx::ngx_log_error!(
@@ -111,6 +184,7 @@ pub fn finish(mut fx: Effects, published: Option<&Rc<Delivery>>) -> Vec<Rc<Deliv
         fx.wake.clear();
     }
     let msgs = fx.copies.take_deliveries();
+    first(&msgs);
     let mut answers = core::mem::take(&mut fx.answers);
     for (key, answer) in answers.drain(..) {
         let out = match answer {

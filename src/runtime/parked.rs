@@ -20,6 +20,7 @@ use push_relay::transport::Transport;
 use super::faults;
 use super::ops::{self, Out};
 use super::worker::with;
+use crate::conf::Store;
 use crate::http::request::Req;
 
 /// Held requests by key.
@@ -43,6 +44,8 @@ impl Parked {
 pub struct HeldCtx {
     pub key: Key,
     pub chan: ChanKey,
+    /// The store whose relay holds it.
+    pub store: Store,
     pub transport: Transport,
     /// `push_listener_timeout`, allocated only when one is set: most held
     /// requests never need the ~100 bytes of an event.
@@ -86,6 +89,7 @@ pub fn ctx(req: Req<'_>) -> Option<HeldCtx> {
 pub struct Parking<'a> {
     pub key: Key,
     pub chan: ChanKey,
+    pub store: Store,
     pub transport: Transport,
     pub origin: Option<&'a [u8]>,
     /// `push_listener_timeout` of a poll (a stream keeps its own timer).
@@ -102,6 +106,7 @@ pub fn park(req: Req<'_>, p: Parking<'_>) -> Result<(), ()> {
     let Parking {
         key,
         chan,
+        store,
         transport,
         origin,
         timeout_ms,
@@ -131,6 +136,7 @@ pub fn park(req: Req<'_>, p: Parking<'_>) -> Result<(), ()> {
     let held = HeldCtx {
         key,
         chan,
+        store,
         transport,
         timer,
         origin: origin.map_or(ngx_str_t::default(), |o| ngx_str_t {
@@ -174,7 +180,7 @@ unsafe extern "C" fn cleanup(data: *mut c_void) {
     };
     ctx.cancel_timer();
     with(|w| w.parked.remove(ctx.key));
-    ops::forget(ctx.chan, ctx.key);
+    ops::forget(ctx.store, ctx.chan, ctx.key);
     if let Some(release) = ctx.release {
         // SAFETY: the stream state its transport registered with `park`,
         // released once, here, as the request goes.
@@ -193,7 +199,7 @@ unsafe extern "C" fn on_timeout(ev: *mut ngx_event_t) {
         return;
     };
     let (chan, key) = (ctx.chan, ctx.key);
-    if ops::forget(chan, key) {
+    if ops::forget(ctx.store, chan, key) {
         ops::deliver(key, Out::Ended);
     }
 }

@@ -16,15 +16,17 @@ use nginx_sys::{
     ngx_exiting, ngx_int_t, ngx_log_t, ngx_msec_t, ngx_pid, ngx_quit, ngx_shm_zone_t,
     ngx_terminate, ngx_time, ESRCH, NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
 };
-use push_relay::backend::Step;
+use push_relay::backend::{Backend, Step};
 use push_relay::relay::{Effects, Relay};
 use push_relay::zone::{Wake, WorkerId};
 
 use super::faults;
 use super::ops::{self, Deliver};
 use super::parked::Parked;
+use super::redis::RedisConn;
 use super::wakeup::Waker;
 use super::zone::Zone;
+use crate::conf::MainConf;
 
 pub struct Worker {
     pub zone: Zone,
@@ -43,6 +45,10 @@ pub struct Worker {
     pub log: *mut ngx_log_t,
     /// How answers reach held listeners (the transports).
     pub deliver: Deliver,
+    /// One connection per `push_redis` server (boxed: their events point
+    /// into them).
+    #[allow(clippy::vec_box)] // nginx keeps pointers into each: they must not move
+    pub redis: Vec<Box<RedisConn>>,
 }
 
 thread_local! {
@@ -109,6 +115,8 @@ fn disarm(ev: &mut ngx_event_t) {
 pub unsafe fn start(
     log: *mut ngx_log_t,
     shm_zone: *mut ngx_shm_zone_t,
+    mcf: &MainConf,
+    host: &[u8],
     deliver: Deliver,
 ) -> ngx_int_t {
     // SAFETY: the caller's contract.
@@ -168,14 +176,25 @@ pub unsafe fn start(
             fx: Effects::default(),
             log,
             deliver,
+            redis: Vec::new(),
         });
         let w = slot.as_mut()?;
         w.fx.copies.make_room();
         arm(&mut w.sweep, SWEEP_MSEC);
+        // This worker among all workers of all servers sharing a Redis.
+        let id = format!("{}/{pid}/{nonce:x}", String::from_utf8_lossy(host));
+        for (ep, e) in mcf.endpoints.iter().enumerate() {
+            w.redis.push(RedisConn::new(ep, e, mcf, &id, log));
+        }
         Some(())
     });
     if installed.is_none() {
         return NGX_ERROR as ngx_int_t;
+    }
+    // Connect once the slot is in place (completions look it up).
+    let n = with(|w| w.redis.len()).unwrap_or(0);
+    for ep in 0..n {
+        with(|w| w.redis[ep].start(ep));
     }
     NGX_OK as ngx_int_t
 }
@@ -193,6 +212,9 @@ pub fn stop() {
     with(|w| {
         disarm(&mut w.sweep);
         disarm(&mut w.rewake_timer);
+        for c in &mut w.redis {
+            c.stop();
+        }
         w.waker.close();
         w.zone.lock().store.unregister_worker(w.me, now());
     });
@@ -224,7 +246,8 @@ unsafe extern "C" fn on_wake(ev: *mut ngx_event_t) {
     ops::catch_up();
 }
 
-/// Every held listener ends (the worker is exiting).
+/// Every held listener ends (the worker is exiting), in the zone and in
+/// every Redis; what Redis must be told is sent at once.
 pub fn release_all() {
     let now = now();
     if let Some(((), fx)) = ops::zone(|b, fx| {
@@ -232,5 +255,18 @@ pub fn release_all() {
         Step::Ready(())
     }) {
         ops::finish(fx, None);
+    }
+    let n = with(|w| w.redis.len()).unwrap_or(0);
+    for ep in 0..n {
+        let fx = with(|w| {
+            let mut fx = Effects::default();
+            let c = &mut w.redis[ep];
+            c.backend.scope(0).release_all(now, &mut fx);
+            c.flush();
+            fx
+        });
+        if let Some(fx) = fx {
+            ops::finish(fx, None);
+        }
     }
 }

@@ -276,7 +276,7 @@ pub fn abort(req: Req<'_>, why: Broken) {
         );
     }
     if let Some(ctx) = parked::ctx(req) {
-        ops::forget(ctx.chan, ctx.key);
+        ops::forget(ctx.store, ctx.chan, ctx.key);
         crate::runtime::worker::with(|w| w.parked.remove(ctx.key));
     }
     if let Some(s) = of(req) {
@@ -315,7 +315,7 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
     let now = now_ms();
     if s.idle_ms > 0 && now.wrapping_sub(s.last_msg) >= s.idle_ms {
         // `push_listener_timeout` with no message: the stream ends.
-        if ops::forget(ctx.chan, ctx.key) {
+        if ops::forget(ctx.store, ctx.chan, ctx.key) {
             ops::deliver(ctx.key, Out::Ended);
         }
         return;

@@ -186,7 +186,7 @@ fn end(req: Req<'_>, ctx: &HeldCtx, ws: &mut Ws, close: &[u8], owner: Owner) {
 
 /// The client went away: finish at once.
 fn gone(req: Req<'_>, ctx: &HeldCtx) {
-    ops::forget(ctx.chan, ctx.key);
+    ops::forget(ctx.store, ctx.chan, ctx.key);
     with(|w| w.parked.remove(ctx.key));
     if let Some(ws) = of(req) {
         ws.stream.stop_timer();
@@ -267,7 +267,7 @@ fn handle(req: Req<'_>, ctx: &HeldCtx, ws: &mut Ws, events: &mut Vec<Incoming>) 
                 }
             }
             Incoming::Close(code) => {
-                ops::forget(ctx.chan, ctx.key);
+                ops::forget(ctx.store, ctx.chan, ctx.key);
                 // Echo the client's code; none for none.
                 let reply = match code {
                     Some(code) => close_frame(code).to_vec(),
@@ -280,7 +280,7 @@ fn handle(req: Req<'_>, ctx: &HeldCtx, ws: &mut Ws, events: &mut Vec<Incoming>) 
                 return false;
             }
             Incoming::Fail(code) => {
-                ops::forget(ctx.chan, ctx.key);
+                ops::forget(ctx.store, ctx.chan, ctx.key);
                 let reply = close_frame(code).to_vec();
                 let ptr = reply.as_ptr();
                 // SAFETY: as above.

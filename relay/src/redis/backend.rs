@@ -93,6 +93,10 @@ pub struct RedisConfig {
     /// listener left (checked at each heartbeat).
     pub linger_ms: u64,
     pub limits: Limits,
+    /// Listener keys of this backend start above this (a worker with
+    /// several backends gives each its own range: its parked requests are
+    /// found by key).
+    pub keys_above: Key,
 }
 
 impl RedisConfig {
@@ -109,6 +113,7 @@ impl RedisConfig {
             tombstone_ttl: 3600,
             linger_ms: 5000,
             limits: Limits::default(),
+            keys_above: KEYS_ABOVE,
         }
     }
 }
@@ -344,6 +349,7 @@ pub struct Scoped<'a> {
 
 impl RedisBackend {
     pub fn new(cfg: RedisConfig) -> RedisBackend {
+        let keys_above = cfg.keys_above;
         let client = Client::new(ClientConfig {
             url: cfg.url.clone(),
             connect_timeout_ms: cfg.connect_timeout_ms,
@@ -356,7 +362,7 @@ impl RedisBackend {
             st: State {
                 markers: vec![0; cfg.namespaces.len()],
                 cfg,
-                relay: Relay::with_keys_above(KEYS_ABOVE),
+                relay: Relay::with_keys_above(keys_above),
                 chans: HashMap::new(),
                 by_id: HashMap::new(),
                 by_pubsub: HashMap::new(),
