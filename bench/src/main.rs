@@ -37,6 +37,12 @@ pub struct Opts {
     pub svg: PathBuf,
     pub settings: Settings,
     pub command: String,
+    /// Run the Redis workloads (two servers each, one Redis).
+    pub redis: bool,
+    pub redis_bin: PathBuf,
+    pub redis_fanout: usize,
+    pub latency_rounds: usize,
+    pub redis_down: Duration,
 }
 
 const HELP: &str = "push-bench: ngx_http_push vs nchan on the distribution's nginx
@@ -63,6 +69,12 @@ options (defaults in brackets):
   --deadline SECS      bound of each workload run [60]
   --out PATH           report [BENCHMARKS.md]
   --svg PATH           fan-out plot [bench/fanout.svg]
+  --redis              also run the Redis workloads: two servers of each relay
+                       sharing one redis-server of this program's own
+  --redis-bin PATH     redis-server binary [/usr/bin/redis-server]
+  --redis-fanout N     Redis fan-out listeners over both servers [10000]
+  --latency-rounds N   cross-server latency messages [200]
+  --redis-down-ms MS   how long Redis stays down in the restart workload [1000]
   --quick              small sizes, one repetition (a smoke run)
 ";
 
@@ -108,6 +120,11 @@ fn parse_args() -> Result<Opts, String> {
             let a: Vec<String> = std::env::args().collect();
             a.join(" ")
         }),
+        redis: false,
+        redis_bin: PathBuf::from("/usr/bin/redis-server"),
+        redis_fanout: 10000,
+        latency_rounds: 200,
+        redis_down: Duration::from_millis(1000),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -142,7 +159,14 @@ fn parse_args() -> Result<Opts, String> {
             "--deadline" => o.deadline = Duration::from_secs(num(val()?)? as u64),
             "--out" => o.out = val()?.into(),
             "--svg" => o.svg = val()?.into(),
+            "--redis" => o.redis = true,
+            "--redis-bin" => o.redis_bin = val()?.into(),
+            "--redis-fanout" => o.redis_fanout = num(val()?)?.max(2),
+            "--latency-rounds" => o.latency_rounds = num(val()?)?.max(1),
+            "--redis-down-ms" => o.redis_down = Duration::from_millis(num(val()?)? as u64),
             "--quick" => {
+                o.redis_fanout = 1000;
+                o.latency_rounds = 50;
                 o.reps = 1;
                 o.rounds = 3;
                 o.fanout = vec![200, 1000];
@@ -205,6 +229,15 @@ pub enum Work {
     /// One write per stream from this program, no nginx (the floor of a
     /// stream delivery).
     StreamCeiling,
+    /// Two servers sharing one Redis: publish on one, 10 listeners on the
+    /// other, one message at a time.
+    RedisLatency,
+    /// Two servers: listeners spread over both, publish on the first.
+    RedisFanout(Transport, usize),
+    /// Two servers: listeners and publishers spread over both.
+    RedisThroughput,
+    /// The throughput load through a Redis restart.
+    RedisRestart,
 }
 
 /// Results: per (workload, instance name), one entry per repetition.
@@ -218,7 +251,104 @@ fn kind_for(name: &str, o: &Opts) -> Kind {
     }
 }
 
+fn is_redis(w: Work) -> bool {
+    matches!(
+        w,
+        Work::RedisLatency | Work::RedisFanout(..) | Work::RedisThroughput | Work::RedisRestart
+    )
+}
+
+fn tp_spec(o: &Opts) -> workloads::ThroughputSpec {
+    workloads::ThroughputSpec {
+        channels: o.tp_channels,
+        per_channel: o.tp_per_channel,
+        publishers: o.tp_publishers,
+        messages: o.tp_messages - o.tp_messages % o.tp_channels,
+        window: 5,
+    }
+}
+
+/// A Redis workload: a fresh redis-server and two fresh servers of `kind`.
+fn run_redis(work: Work, kind: Kind, o: &Opts) -> Result<Metrics, String> {
+    let mut redis = server::Redis::start(&o.redis_bin)?;
+    let mut a = Nginx::start_with(kind.clone(), &o.settings, Some(redis.at()))?;
+    let mut b = match Nginx::start_with(kind, &o.settings, Some(redis.at())) {
+        Ok(b) => b,
+        Err(e) => {
+            a.stop();
+            return Err(e);
+        }
+    };
+    let deadline = Instant::now() + o.deadline;
+    let body = o.settings.body_size;
+    let r = workloads::wait_publishable(&[&a, &b], deadline).and_then(|()| {
+        let spread = |listen_on: Vec<usize>, publish_on: Vec<usize>| workloads::Placement {
+            servers: vec![&a, &b],
+            listen_on,
+            publish_on,
+            redis: None,
+        };
+        match work {
+            Work::RedisLatency => {
+                let mut pl = spread(vec![1], vec![0]);
+                pl.redis = Some(&redis);
+                workloads::fanout_on(
+                    &pl,
+                    Transport::LongPoll,
+                    10,
+                    o.latency_rounds,
+                    body,
+                    deadline,
+                )
+            }
+            Work::RedisFanout(t, n) => {
+                let mut pl = spread(vec![0, 1], vec![0]);
+                pl.redis = Some(&redis);
+                workloads::fanout_on(&pl, t, n, o.rounds, body, deadline)
+            }
+            Work::RedisThroughput => {
+                let mut pl = spread(vec![0, 1], vec![0, 1]);
+                pl.redis = Some(&redis);
+                workloads::throughput_on(&pl, Transport::LongPoll, &tp_spec(o), body, deadline)
+            }
+            Work::RedisRestart => {
+                let pl = spread(vec![0, 1], vec![0, 1]);
+                let r = workloads::Restart {
+                    redis: &mut redis,
+                    down: o.redis_down,
+                };
+                workloads::redis_restart(&pl, r, Transport::LongPoll, &tp_spec(o), body, deadline)
+            }
+            _ => unreachable!("not a Redis workload"),
+        }
+    });
+    let mut serious = a.serious_log_lines();
+    serious.extend(b.serious_log_lines());
+    a.stop();
+    b.stop();
+    redis.stop();
+    if work == Work::RedisRestart {
+        // A relay that logs alerts while Redis is away still has its
+        // losses counted; the lines are counted beside them.
+        if let Some(l) = serious.first() {
+            eprintln!("    error log ({} alert/crit lines): {l}", serious.len());
+        }
+        return r.map(|mut m| {
+            m.insert("serious_log_lines", serious.len() as f64);
+            m
+        });
+    }
+    match r {
+        Ok(_) if !serious.is_empty() => Err(format!("error log: {}", serious[0])),
+        Err(e) if !serious.is_empty() => Err(format!("{e}; error log: {}", serious[0])),
+        other => other,
+    }
+}
+
 fn run_one(work: Work, kind: Kind, o: &Opts) -> Result<Metrics, String> {
+    if is_redis(work) {
+        return run_redis(work, kind, o);
+    }
     if work == Work::StreamCeiling {
         let n = o.fanout.iter().copied().max().unwrap_or(o.ceiling_conns);
         let deadline = Instant::now() + o.deadline;
@@ -229,19 +359,7 @@ fn run_one(work: Work, kind: Kind, o: &Opts) -> Result<Metrics, String> {
     let body = o.settings.body_size;
     let r = match work {
         Work::Fanout(t, n) => workloads::fanout(&srv, t, n, o.rounds, body, deadline),
-        Work::Throughput(t) => workloads::throughput(
-            &srv,
-            t,
-            &workloads::ThroughputSpec {
-                channels: o.tp_channels,
-                per_channel: o.tp_per_channel,
-                publishers: o.tp_publishers,
-                messages: o.tp_messages - o.tp_messages % o.tp_channels,
-                window: 5,
-            },
-            body,
-            deadline,
-        ),
+        Work::Throughput(t) => workloads::throughput(&srv, t, &tp_spec(o), body, deadline),
         Work::Idle(t) => workloads::idle_memory(
             &srv,
             t,
@@ -254,6 +372,7 @@ fn run_one(work: Work, kind: Kind, o: &Opts) -> Result<Metrics, String> {
             workloads::ceiling(&srv, o.ceiling_conns, o.ceiling_per_conn, body, deadline)
         }
         Work::StreamCeiling => unreachable!("run without nginx above"),
+        _ => unreachable!("Redis workloads run above"),
     };
     let serious = srv.serious_log_lines();
     srv.stop();
@@ -267,13 +386,13 @@ fn run_one(work: Work, kind: Kind, o: &Opts) -> Result<Metrics, String> {
 fn brief(work: Work, m: &Metrics) -> String {
     let g = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
     match work {
-        Work::Fanout(..) => format!(
+        Work::Fanout(..) | Work::RedisFanout(..) | Work::RedisLatency => format!(
             "all {:.1} ms, p50 {:.1} ms, server {:.2} us/delivery",
             g("all_ms"),
             g("p50_ms"),
             g("server_us_per_delivery")
         ),
-        Work::Throughput(_) => format!(
+        Work::Throughput(_) | Work::RedisThroughput => format!(
             "{:.0} deliveries/s, p99 {:.1} ms, missing {} repeated {}",
             g("deliveries_per_s"),
             g("lat_p99_ms"),
@@ -294,6 +413,13 @@ fn brief(work: Work, m: &Metrics) -> String {
             "{:.2} us/write, all {:.1} ms",
             g("server_us_per_delivery"),
             g("all_ms")
+        ),
+        Work::RedisRestart => format!(
+            "{} accepted, {} refused, {} lost, {} repeated",
+            g("accepted"),
+            g("refused"),
+            g("lost_messages"),
+            g("repeated")
         ),
     }
 }
@@ -324,6 +450,7 @@ fn main() {
         .iter()
         .copied()
         .chain([o.idle, o.ceiling_conns, o.tp_channels * o.tp_per_channel])
+        .chain(o.redis.then_some(o.redis_fanout))
         .max()
         .unwrap_or(0)
         + 64;
@@ -347,6 +474,16 @@ fn main() {
     }
     works.extend(o.transports.iter().map(|&t| Work::Throughput(t)));
     works.extend(o.transports.iter().map(|&t| Work::Idle(t)));
+    if o.redis {
+        works.push(Work::RedisLatency);
+        for &t in &o.transports {
+            if matches!(t, Transport::LongPoll | Transport::EventSource) {
+                works.push(Work::RedisFanout(t, o.redis_fanout));
+            }
+        }
+        works.push(Work::RedisThroughput);
+        works.push(Work::RedisRestart);
+    }
     let mut results: Results = BTreeMap::new();
     for &work in &works {
         for rep in 0..o.reps {

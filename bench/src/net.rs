@@ -133,6 +133,11 @@ impl Net {
         })
     }
 
+    /// The address `connect` uses.
+    pub fn addr(&self) -> SocketAddrV4 {
+        self.addr
+    }
+
     /// Connections whose TCP handshake has not finished yet.
     pub fn connecting(&self) -> usize {
         self.connecting
@@ -140,12 +145,6 @@ impl Net {
 
     pub fn is_open(&self, id: ConnId) -> bool {
         self.conns[id].state == State::Open
-    }
-
-    /// Starts a non-blocking connect to the default address;
-    /// `Event::Connected` follows.
-    pub fn connect(&mut self) -> io::Result<ConnId> {
-        self.connect_to(self.addr)
     }
 
     /// Starts a non-blocking connect to `addr`; `Event::Connected` follows.

@@ -425,6 +425,7 @@ pub fn markdown(o: &Opts, res: &Results, took: Duration) -> String {
     );
 
     streams(&mut s, o, res);
+    redis(&mut s, o, res);
 
     let _ = writeln!(s, "## Ceiling\n");
     let _ = writeln!(
@@ -794,6 +795,232 @@ fn streams(s: &mut String, o: &Opts, res: &Results) {
         let _ = writeln!(s, "\nfloor: {n}.");
     }
     s.push('\n');
+}
+
+const REDIS_ROWS: &[Row] = &[
+    row("redis_us_per_publish", "Redis CPU per publish (µs)", 1),
+    row(
+        "redis_cmds_per_publish",
+        "Redis commands per publish (INFO commandstats: scripts' commands included)",
+        1,
+    ),
+    row(
+        "redis_scripts_per_publish",
+        "of which script calls (EVALSHA/EVAL) per publish",
+        1,
+    ),
+];
+
+const RESTART_ROWS: &[Row] = &[
+    row("published", "messages sent", 0),
+    row("accepted", "answered 201/202", 0),
+    row(
+        "accepted_share",
+        "share of the target accepted (1 = all)",
+        2,
+    ),
+    row("refused", "refused (503 or connection lost)", 0),
+    row(
+        "lost_messages",
+        "accepted, never reached every listener (must be 0)",
+        0,
+    ),
+    row(
+        "lost_deliveries",
+        "deliveries missing (listeners × messages)",
+        0,
+    ),
+    row("repeated", "repeated or out of order (must be 0)", 0),
+    row("arrived_refused", "refused but delivered anyway", 0),
+    row("listener_errors", "listener answers other than 200", 0),
+    row("reconnects", "connections the servers closed (reopened)", 0),
+    row(
+        "serious_log_lines",
+        "alert/crit/emerg lines in the two error logs",
+        0,
+    ),
+    row("down_ms", "Redis down (ms)", 0),
+    row(
+        "recovery_ms",
+        "restart to the first accepted publish (ms)",
+        0,
+    ),
+];
+
+/// The Redis section (issue 9).
+fn redis(s: &mut String, o: &Opts, res: &Results) {
+    if !o.redis {
+        return;
+    }
+    let pair = |w: Work| (aggregate(res, w, "ours"), aggregate(res, w, "nchan"));
+    let f2 = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.2}"));
+    let f0 = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0}"));
+    let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+        _ => None,
+    };
+    let (lo, ln) = pair(Work::RedisLatency);
+    let (to, tn) = pair(Work::RedisThroughput);
+    let (ro, rn) = pair(Work::RedisRestart);
+    let fans: Vec<(Transport, Agg, Agg)> = o
+        .transports
+        .iter()
+        .filter(|t| matches!(t, Transport::LongPoll | Transport::EventSource))
+        .map(|&t| {
+            let (a, b) = pair(Work::RedisFanout(t, o.redis_fanout));
+            (t, a, b)
+        })
+        .collect();
+
+    let _ = writeln!(s, "## Several servers (Redis, issue 9)\n");
+    let _ = writeln!(
+        s,
+        "Each run starts a redis-server of its own (`{}`, loopback, a fresh directory, \
+         `appendonly yes`, `appendfsync everysec`, no RDB snapshots) and two nginx servers \
+         of one relay, each with the settings above plus the Redis: ours \
+         `push_redis redis://127.0.0.1:<port>;` in `http`; nchan an `upstream` with \
+         `nchan_redis_server redis://127.0.0.1:<port>;` and `nchan_redis_pass` in every \
+         location (its default `distributed` storage mode). Before measuring, each server \
+         must accept a publish. Redis CPU is the redis-server's from `/proc`; Redis commands \
+         are the calls summed over `INFO commandstats` (the `INFO` calls that read them \
+         excepted), over the measured part only.\n",
+        o.redis_bin.display()
+    );
+
+    let _ = writeln!(s, "### Targets (issue 9)\n");
+    s.push_str("| target | measured | goal | met |\n|---|---:|---:|---|\n");
+    let tp = div(to.get("deliveries_per_s"), tn.get("deliveries_per_s"));
+    let _ = writeln!(
+        s,
+        "| throughput: deliveries/s, ours/nchan | {} | ≥ 1.50 | {} |",
+        f2(tp),
+        met(tp.map(|v| v >= 1.5))
+    );
+    let cmds = div(
+        to.get("redis_cmds_per_publish"),
+        tn.get("redis_cmds_per_publish"),
+    );
+    let _ = writeln!(
+        s,
+        "| throughput: Redis commands per publish, ours ÷ nchan | {} (ours {}, nchan {}) | ≤ 1.00 | {} |",
+        f2(cmds),
+        to.cell("redis_cmds_per_publish", 1),
+        tn.cell("redis_cmds_per_publish", 1),
+        met(cmds.map(|v| v <= 1.0))
+    );
+    for (t, a, b) in &fans {
+        let v = div(
+            a.get("redis_cmds_per_publish"),
+            b.get("redis_cmds_per_publish"),
+        );
+        let _ = writeln!(
+            s,
+            "| fan-out {} N={}: Redis commands per publish, ours ÷ nchan | {} (ours {}, nchan {}) | ≤ 1.00 | {} |",
+            t.name(),
+            o.redis_fanout,
+            f2(v),
+            a.cell("redis_cmds_per_publish", 1),
+            b.cell("redis_cmds_per_publish", 1),
+            met(v.map(|v| v <= 1.0))
+        );
+    }
+    let p50 = lo.get("p50_ms");
+    let _ = writeln!(
+        s,
+        "| cross-server publish → delivery p50 (ms) | ours {} (nchan {}) | ≤ 1.00 | {} |",
+        f2(p50),
+        f2(ln.get("p50_ms")),
+        met(p50.map(|v| v <= 1.0))
+    );
+    let lost = ro.get("lost_messages");
+    let _ = writeln!(
+        s,
+        "| messages answered 201/202 lost through a Redis restart | ours {} (nchan {}) | 0 | {} |\n",
+        f0(lost),
+        f0(rn.get("lost_messages")),
+        met(lost.map(|v| v == 0.0))
+    );
+
+    let pair_table = |s: &mut String, rows: &[&[Row]], a: &Agg, b: &Agg| {
+        s.push_str("| metric | ours | nchan | ours/nchan |\n|---|---:|---:|---:|\n");
+        for r in rows.iter().flat_map(|r| r.iter()) {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                r.label,
+                a.cell(r.key, r.dec),
+                b.cell(r.key, r.dec),
+                ratio(a.get(r.key), b.get(r.key))
+            );
+        }
+        for (who, x) in [("ours", a), ("nchan", b)] {
+            if let Some(n) = x.note() {
+                let _ = writeln!(s, "\n{who}: {n}.");
+            }
+        }
+        s.push('\n');
+    };
+
+    let _ = writeln!(s, "### Cross-server latency\n");
+    let _ = writeln!(
+        s,
+        "10 long-poll listeners on the second server, {} messages published one at a time \
+         on the first (the next once every listener has it and is held again); latency from \
+         the POST's first byte to each listener's last.\n",
+        o.latency_rounds
+    );
+    pair_table(s, &[FANOUT_ROWS, REDIS_ROWS], &lo, &ln);
+
+    for (t, a, b) in &fans {
+        let _ = writeln!(
+            s,
+            "### Fan-out over two servers: {}, N = {}\n",
+            t.name(),
+            o.redis_fanout
+        );
+        let _ = writeln!(
+            s,
+            "N listeners alternating between the two servers, {} messages published on the \
+             first; server CPU is both servers' workers'.{}\n",
+            o.rounds,
+            if t.is_stream() {
+                ""
+            } else {
+                " A long-poll listener asks again after every message, and in Redis mode a \
+                 request with a cursor may cost a Redis command, which the commands per \
+                 publish include."
+            }
+        );
+        pair_table(s, &[FANOUT_ROWS, REDIS_ROWS], a, b);
+    }
+
+    let _ = writeln!(s, "### Throughput over two servers\n");
+    let _ = writeln!(
+        s,
+        "The long-poll throughput workload ({} channels × {} listeners, {} publishers, {} \
+         messages) with listeners and publishers alternating between the two servers, so \
+         most deliveries cross from one server to the other.\n",
+        o.tp_channels, o.tp_per_channel, o.tp_publishers, o.tp_messages
+    );
+    pair_table(s, &[TP_ROWS, REDIS_ROWS], &to, &tn);
+
+    let _ = writeln!(s, "### Through a Redis restart\n");
+    let _ = writeln!(
+        s,
+        "The same load; once a third of the messages are answered Redis is shut down \
+         (`SHUTDOWN`, which flushes its append-only file) and started again {} ms later on \
+         the same port and directory. Publishers go on all the time, each channel until \
+         its share of the messages was accepted (after a refusal a publisher waits 50 ms \
+         before its next message; publishing stops 10 s before the deadline if a relay \
+         never accepts again); a listener answered with an \
+         error asks again 50 ms later with its cursor, one whose connection is closed \
+         reconnects and asks with its cursor. A channel is at most 5 accepted messages \
+         ahead of its slowest listener. At the end every message answered 201/202 must \
+         have reached every listener of its channel (the run waits until it has, or until \
+         nothing has moved for 5 s).\n",
+        o.redis_down.as_millis()
+    );
+    pair_table(s, &[RESTART_ROWS], &ro, &rn);
 }
 
 /// A relay's name, colour and (N, time to all) points.

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::net::{parse_response, ConnId, Event, Net, Response};
-use crate::server::{self_cpu_ns, Kind, Nginx};
+use crate::server::{self_cpu_ns, Kind, Nginx, Redis};
 
 pub type Metrics = BTreeMap<&'static str, f64>;
 
@@ -125,8 +125,16 @@ impl Ctl {
     }
 
     pub fn get(&mut self, path: &str) -> Result<Response, String> {
+        self.request(&get_request(path, None))
+    }
+
+    pub fn post(&mut self, path: &str, body: &[u8]) -> Result<Response, String> {
+        self.request(&post_request(path, body))
+    }
+
+    fn request(&mut self, req: &[u8]) -> Result<Response, String> {
         for attempt in 0..2 {
-            match self.try_get(path) {
+            match self.try_request(req) {
                 Ok(r) => return Ok(r),
                 Err(e) if attempt == 1 => return Err(e),
                 Err(_) => self.s = None,
@@ -135,7 +143,7 @@ impl Ctl {
         unreachable!()
     }
 
-    fn try_get(&mut self, path: &str) -> Result<Response, String> {
+    fn try_request(&mut self, req: &[u8]) -> Result<Response, String> {
         if self.s.is_none() {
             let s = TcpStream::connect_timeout(&self.addr.into(), Duration::from_secs(2))
                 .map_err(|e| format!("control connect: {e}"))?;
@@ -145,7 +153,7 @@ impl Ctl {
             self.buf.clear();
         }
         let s = self.s.as_mut().expect("connected above");
-        s.write_all(&get_request(path, None))
+        s.write_all(req)
             .map_err(|e| format!("control write: {e}"))?;
         let mut chunk = [0u8; 16384];
         loop {
@@ -284,6 +292,8 @@ pub(crate) struct Loop {
     pub(crate) streams: usize,
     /// For WebSocket: whether `ws+meta.nchan` must (or must not) be agreed.
     meta: Option<bool>,
+    /// Connections opened so far (the next one's id).
+    pub(crate) opened: usize,
 }
 
 impl Loop {
@@ -294,6 +304,7 @@ impl Loop {
             deadline,
             streams: 0,
             meta: None,
+            opened: 0,
         })
     }
 
@@ -352,24 +363,22 @@ impl Loop {
         }
     }
 
-    /// Opens `n` connections to `addr` (the loop's own when `None`), at
-    /// most 256 handshakes at a time, and calls `on_open` for each as it
-    /// completes. Returns their ids (which are consecutive).
-    pub(crate) fn open_to(
+    /// Opens `n` connections, the i-th to `addr_of(i)`, at most 256
+    /// handshakes at a time, and calls `on_open` for each as it completes.
+    /// Returns their ids (which are consecutive).
+    pub(crate) fn open_with(
         &mut self,
-        addr: Option<SocketAddrV4>,
         n: usize,
+        addr_of: impl Fn(usize) -> SocketAddrV4,
         mut on_open: impl FnMut(&mut Net, ConnId),
     ) -> Result<Vec<ConnId>, String> {
         let mut ids = Vec::with_capacity(n);
         let mut open = 0;
         while open < n {
             while ids.len() < n && self.net.connecting() < 256 {
-                let c = match addr {
-                    Some(a) => self.net.connect_to(a),
-                    None => self.net.connect(),
-                };
+                let c = self.net.connect_to(addr_of(ids.len()));
                 ids.push(c.map_err(|e| format!("connect: {e}"))?);
+                self.opened += 1;
             }
             self.net.poll(5, &mut self.evs);
             let evs = std::mem::take(&mut self.evs);
@@ -393,7 +402,8 @@ impl Loop {
         n: usize,
         on_open: impl FnMut(&mut Net, ConnId),
     ) -> Result<Vec<ConnId>, String> {
-        self.open_to(None, n, on_open)
+        let addr = self.net.addr();
+        self.open_with(n, |_| addr, on_open)
     }
 
     /// Keeps the loop turning (no answer or message may arrive) until
@@ -551,6 +561,171 @@ fn check_stream_msg(
     }
 }
 
+/// What Redis did so far: its CPU and its command calls.
+#[derive(Default)]
+pub(crate) struct RedisCounts {
+    cpu_ns: u64,
+    calls: BTreeMap<String, u64>,
+}
+
+impl RedisCounts {
+    /// Per-publish figures of what happened since `before`, over
+    /// `publishes`; the busiest commands are logged.
+    fn insert_since(&self, before: &RedisCounts, publishes: usize, m: &mut Metrics) {
+        let p = publishes.max(1) as f64;
+        let delta = |k: &str| {
+            self.calls.get(k).copied().unwrap_or(0) - before.calls.get(k).copied().unwrap_or(0)
+        };
+        let mut per: Vec<(u64, &String)> = self.calls.keys().map(|k| (delta(k), k)).collect();
+        let total: u64 = per.iter().map(|x| x.0).sum();
+        let scripts: u64 = ["evalsha", "eval", "fcall", "evalsha_ro", "eval_ro"]
+            .iter()
+            .map(|k| delta(k))
+            .sum();
+        m.insert(
+            "redis_us_per_publish",
+            (self.cpu_ns - before.cpu_ns) as f64 / p / 1e3,
+        );
+        m.insert("redis_cmds_per_publish", total as f64 / p);
+        m.insert("redis_scripts_per_publish", scripts as f64 / p);
+        per.sort_by_key(|x| std::cmp::Reverse(x.0));
+        let top: Vec<String> = per
+            .iter()
+            .take(8)
+            .filter(|x| x.0 > 0)
+            .map(|(n, k)| format!("{k} {:.1}", *n as f64 / p))
+            .collect();
+        eprintln!("    Redis calls per publish: {}", top.join(", "));
+    }
+}
+
+/// Where the servers of a workload are, and which of them its listeners
+/// and publishers use (round robin over the given indices).
+pub struct Placement<'a> {
+    pub servers: Vec<&'a Nginx>,
+    pub listen_on: Vec<usize>,
+    pub publish_on: Vec<usize>,
+    /// The Redis they share, whose CPU and commands are counted.
+    pub redis: Option<&'a Redis>,
+}
+
+impl<'a> Placement<'a> {
+    pub fn one(srv: &'a Nginx) -> Placement<'a> {
+        Placement {
+            servers: vec![srv],
+            listen_on: vec![0],
+            publish_on: vec![0],
+            redis: None,
+        }
+    }
+
+    /// The server of listener `i`.
+    fn listener_srv(&self, i: usize) -> usize {
+        self.listen_on[i % self.listen_on.len()]
+    }
+
+    fn publisher_srv(&self, p: usize) -> usize {
+        self.publish_on[p % self.publish_on.len()]
+    }
+
+    /// Listeners of `n` on server `s`.
+    fn listeners_on(&self, n: usize, s: usize) -> usize {
+        (0..n).filter(|&i| self.listener_srv(i) == s).count()
+    }
+
+    fn cpu_ns(&self) -> u64 {
+        self.servers.iter().map(|s| s.cpu_ns()).sum()
+    }
+
+    /// Redis CPU (ns) and command calls so far.
+    fn redis_counts(&self) -> Result<RedisCounts, String> {
+        match self.redis {
+            Some(r) => Ok(RedisCounts {
+                cpu_ns: r.cpu_ns(),
+                calls: r.command_stats()?,
+            }),
+            None => Ok(RedisCounts::default()),
+        }
+    }
+
+    fn ctls(&self) -> Vec<Ctl> {
+        self.servers.iter().map(|s| Ctl::new(s.addr)).collect()
+    }
+
+    /// stub_status Writing of every server.
+    fn writing(&self, ctls: &mut [Ctl]) -> Result<Vec<usize>, String> {
+        ctls.iter_mut().map(|c| c.writing()).collect()
+    }
+
+    /// Opens `n` listeners (connection i on `listener_srv(i)`), each
+    /// sending `first(i)`; their ids are consecutive.
+    fn open_listeners(
+        &self,
+        lp: &mut Loop,
+        n: usize,
+        first: impl Fn(usize) -> Vec<u8>,
+    ) -> Result<Vec<ConnId>, String> {
+        let base = lp.opened;
+        let addrs: Vec<SocketAddrV4> = self.servers.iter().map(|s| s.addr).collect();
+        lp.open_with(
+            n,
+            |i| addrs[self.listener_srv(i)],
+            |net, id| {
+                net.send(id, &first(id - base));
+            },
+        )
+    }
+
+    fn open_publishers(&self, lp: &mut Loop, n: usize) -> Result<Vec<ConnId>, String> {
+        let addrs: Vec<SocketAddrV4> = self.servers.iter().map(|s| s.addr).collect();
+        lp.open_with(n, |i| addrs[self.publisher_srv(i)], |_, _| {})
+    }
+
+    /// Waits until every server holds its share of `n` listeners above
+    /// `base`, then lets them settle.
+    fn wait_held(
+        &self,
+        lp: &mut Loop,
+        ctls: &mut [Ctl],
+        base: &[usize],
+        n: usize,
+        settle: Duration,
+    ) -> Result<(), String> {
+        for (s, ctl) in ctls.iter_mut().enumerate() {
+            let k = self.listeners_on(n, s);
+            lp.wait_held(ctl, base[s], k, Duration::ZERO)
+                .map_err(|e| format!("server {s}: {e}"))?;
+        }
+        let until = Instant::now() + settle;
+        lp.wait_quiet(Duration::from_millis(5), "settling", |_| {
+            Ok(Instant::now() >= until)
+        })
+    }
+}
+
+/// Waits until every server accepts a publish (`201`/`202`): a relay
+/// whose channels live in Redis answers `503` until it is connected.
+pub fn wait_publishable(srvs: &[&Nginx], deadline: Instant) -> Result<(), String> {
+    let chan = fresh_id("ready");
+    for (i, srv) in srvs.iter().enumerate() {
+        let mut ctl = Ctl::new(srv.addr);
+        loop {
+            let r = ctl.post(&format!("/pub?id={chan}"), b"ready")?;
+            if r.status == 201 || r.status == 202 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "server {i} never accepted a publish: {}",
+                    status_line(&r)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
 /// Fan-out: `n` listeners of transport `t` on one channel, `rounds`
 /// messages.
 pub fn fanout(
@@ -561,21 +736,33 @@ pub fn fanout(
     body_size: usize,
     deadline: Instant,
 ) -> Result<Metrics, String> {
+    fanout_on(&Placement::one(srv), t, n, rounds, body_size, deadline)
+}
+
+/// Fan-out over the servers of `pl`: listeners spread as it says, every
+/// message published on its first publishing server.
+pub fn fanout_on(
+    pl: &Placement,
+    t: Transport,
+    n: usize,
+    rounds: usize,
+    body_size: usize,
+    deadline: Instant,
+) -> Result<Metrics, String> {
     let chan = fresh_id(&format!("fan{n}"));
     let sub_path = t.path(&chan);
-    let mut lp = Loop::for_transport(srv.addr, deadline, t)?;
-    let mut ctl = Ctl::new(srv.addr);
-    let busy0 = ctl.writing()?;
+    let mut lp = Loop::for_transport(pl.servers[0].addr, deadline, t)?;
+    let mut ctls = pl.ctls();
+    let busy0 = pl.writing(&mut ctls)?;
     let first = t.request(&sub_path);
-    let ids = lp.open(n, |net, id| {
-        net.send(id, &first);
-    })?;
+    let ids = pl.open_listeners(&mut lp, n, |_| first.clone())?;
     debug_assert_eq!(ids.last().copied(), Some(n - 1));
     if t.is_stream() {
         lp.wait_streams(n)?;
     }
-    let publisher = lp.open(1, |_, _| {})?[0];
-    lp.wait_held(&mut ctl, busy0, n, Duration::from_millis(300))?;
+    let publisher = pl.open_publishers(&mut lp, 1)?[0];
+    pl.wait_held(&mut lp, &mut ctls, &busy0, n, Duration::from_millis(300))?;
+    let redis0 = pl.redis_counts()?;
 
     let mut got = vec![false; n];
     let (mut firsts, mut alls) = (Vec::new(), Vec::new());
@@ -591,7 +778,7 @@ pub fn fanout(
         let post = post_request(&format!("/pub?id={chan}"), &body);
         got.iter_mut().for_each(|g| *g = false);
         let mut lat: Vec<f64> = Vec::with_capacity(n);
-        let cpu0 = srv.cpu_ns();
+        let cpu0 = pl.cpu_ns();
         let cl0 = self_cpu_ns();
         let t0 = Instant::now();
         lp.net.send(publisher, &post);
@@ -640,12 +827,12 @@ pub fn fanout(
         }
         if t.is_stream() {
             // The round ends when the servers have nothing left to do.
-            lp.wait_idle(&[srv])?;
+            lp.wait_idle(&pl.servers)?;
         } else {
             // The round ends when every listener is held again.
-            lp.wait_held(&mut ctl, busy0, n, Duration::from_millis(20))?;
+            pl.wait_held(&mut lp, &mut ctls, &busy0, n, Duration::from_millis(20))?;
         }
-        server_ns += srv.cpu_ns() - cpu0;
+        server_ns += pl.cpu_ns() - cpu0;
         client_ns += self_cpu_ns() - cl0;
         lat.sort_by(|a, b| a.total_cmp(b));
         firsts.push(lat[0]);
@@ -669,6 +856,9 @@ pub fn fanout(
         client_ns as f64 / deliveries / 1e3,
     );
     m.insert("publish_201_share", created as f64 / rounds as f64);
+    if pl.redis.is_some() {
+        pl.redis_counts()?.insert_since(&redis0, rounds, &mut m);
+    }
     Ok(m)
 }
 
@@ -755,6 +945,18 @@ pub fn throughput(
     body_size: usize,
     deadline: Instant,
 ) -> Result<Metrics, String> {
+    throughput_on(&Placement::one(srv), t, spec, body_size, deadline)
+}
+
+/// Throughput over the servers of `pl` (listeners and publishers spread
+/// as it says).
+pub fn throughput_on(
+    pl: &Placement,
+    t: Transport,
+    spec: &ThroughputSpec,
+    body_size: usize,
+    deadline: Instant,
+) -> Result<Metrics, String> {
     let nchan = spec.channels;
     let per_chan_msgs = spec.messages / nchan;
     let nl = nchan * spec.per_channel;
@@ -764,17 +966,16 @@ pub fn throughput(
     let pub_paths: Vec<String> = chans.iter().map(|c| format!("/pub?id={c}")).collect();
     let chan_of = |l: usize| l / spec.per_channel;
 
-    let mut lp = Loop::for_transport(srv.addr, deadline, t)?;
-    let mut ctl = Ctl::new(srv.addr);
-    let busy0 = ctl.writing()?;
-    lp.open(nl, |net, id| {
-        net.send(id, &t.request(&sub_paths[chan_of(id)]));
-    })?;
+    let mut lp = Loop::for_transport(pl.servers[0].addr, deadline, t)?;
+    let mut ctls = pl.ctls();
+    let busy0 = pl.writing(&mut ctls)?;
+    pl.open_listeners(&mut lp, nl, |i| t.request(&sub_paths[chan_of(i)]))?;
     if t.is_stream() {
         lp.wait_streams(nl)?;
     }
-    let pubs = lp.open(spec.publishers, |_, _| {})?;
-    lp.wait_held(&mut ctl, busy0, nl, Duration::from_millis(300))?;
+    let pubs = pl.open_publishers(&mut lp, spec.publishers)?;
+    pl.wait_held(&mut lp, &mut ctls, &busy0, nl, Duration::from_millis(300))?;
+    let redis0 = pl.redis_counts()?;
 
     // Per listener: next sequence number expected; per channel: next to send.
     let mut order = Order::new(nl);
@@ -789,7 +990,7 @@ pub fn throughput(
     let mut done_listeners = 0usize;
     let (mut last_pub, mut last_del) = (Instant::now(), Instant::now());
 
-    let cpu0 = srv.cpu_ns();
+    let cpu0 = pl.cpu_ns();
     let cl0 = self_cpu_ns();
     let t0 = Instant::now();
     let t0_ns = now_ns();
@@ -871,7 +1072,7 @@ pub fn throughput(
             )
         })?;
     }
-    let server_ns = srv.cpu_ns() - cpu0;
+    let server_ns = pl.cpu_ns() - cpu0;
     let client_ns = self_cpu_ns() - cl0;
     let deliveries = lat.len() as f64;
     lat.sort_by(|a, b| a.total_cmp(b));
@@ -896,9 +1097,356 @@ pub fn throughput(
         "client_us_per_delivery",
         client_ns as f64 / deliveries / 1e3,
     );
+    if pl.redis.is_some() {
+        pl.redis_counts()?.insert_since(&redis0, published, &mut m);
+    }
     if order.errors() > 0 {
         eprintln!("    throughput ordering errors: {}", order.first_error);
     }
+    Ok(m)
+}
+
+/// What the Redis restart workload does to Redis.
+pub struct Restart<'a> {
+    pub redis: &'a mut Redis,
+    /// How long Redis stays down.
+    pub down: Duration,
+}
+
+/// Deliveries through a Redis restart: the throughput load over the
+/// servers of `pl`; once a third of the messages are answered Redis is
+/// shut down, and started again after `r.down`. Publishers go on all the
+/// time, each channel until `per_channel` of its messages were accepted
+/// (after a refusal a publisher waits 50 ms before its next message);
+/// a listener answered with an error asks again 50 ms later with its
+/// cursor, and one whose connection closes reconnects. At the end every
+/// message answered `201`/`202` must have reached every listener of its
+/// channel: the ones that did not are counted lost.
+pub fn redis_restart(
+    pl: &Placement,
+    r: Restart,
+    t: Transport,
+    spec: &ThroughputSpec,
+    body_size: usize,
+    deadline: Instant,
+) -> Result<Metrics, String> {
+    let nchan = spec.channels;
+    let k = spec.per_channel;
+    let per_chan = spec.messages / nchan;
+    let total = per_chan * nchan;
+    let nl = nchan * k;
+    let base = fresh_id("rr");
+    let chans: Vec<String> = (0..nchan).map(|c| format!("{base}-{c}")).collect();
+    let sub_paths: Vec<String> = chans.iter().map(|c| t.path(c)).collect();
+    let pub_paths: Vec<String> = chans.iter().map(|c| format!("/pub?id={c}")).collect();
+    let addrs: Vec<SocketAddrV4> = pl.servers.iter().map(|s| s.addr).collect();
+
+    let mut lp = Loop::for_transport(pl.servers[0].addr, deadline, t)?;
+    let mut ctls = pl.ctls();
+    let busy0 = pl.writing(&mut ctls)?;
+    pl.open_listeners(&mut lp, nl, |i| t.request(&sub_paths[i / k]))?;
+    if t.is_stream() {
+        lp.wait_streams(nl)?;
+    }
+    let first_pub = lp.opened;
+    let pubs = pl.open_publishers(&mut lp, spec.publishers)?;
+    pl.wait_held(&mut lp, &mut ctls, &busy0, nl, Duration::from_millis(300))?;
+
+    // Who a connection is: a listener or a publisher (by index).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Who {
+        Listener(usize),
+        Publisher(usize),
+        Gone,
+    }
+    let mut who: Vec<Who> = (0..lp.opened)
+        .map(|id| {
+            if id < nl {
+                Who::Listener(id)
+            } else {
+                Who::Publisher(id - first_pub)
+            }
+        })
+        .collect();
+    let mut conn_of_pub = pubs.clone();
+    let mut conn_of_listener: Vec<ConnId> = (0..nl).collect();
+    // Per (channel, seq): 0 not answered, 1 accepted, 2 refused; and how
+    // many of the channel's listeners have it.
+    let mut status: Vec<Vec<u8>> = vec![Vec::new(); nchan];
+    let mut have: Vec<Vec<u16>> = vec![Vec::new(); nchan];
+    let mut acc_c = vec![0usize; nchan];
+    let mut pending = vec![0usize; nchan];
+    let mut in_flight: Vec<Option<(usize, usize)>> = vec![None; spec.publishers];
+    let mut pub_ready_at = vec![Instant::now(); spec.publishers];
+    let mut pub_rr = vec![0usize; spec.publishers];
+    let mut next_seq = vec![0usize; nchan];
+    let mut chan_busy = vec![0usize; nchan];
+    let mut got: Vec<Vec<bool>> = vec![Vec::new(); nl];
+    let mut last = vec![None::<usize>; nl];
+    let mut cursors: Vec<Cursor> = vec![(None, None); nl];
+    let mut repoll: Vec<(Instant, usize)> = Vec::new();
+    let owned: Vec<Vec<usize>> = (0..spec.publishers)
+        .map(|p| (0..nchan).filter(|c| c % spec.publishers == p).collect())
+        .collect();
+    let (mut accepted, mut refused, mut answered) = (0usize, 0usize, 0usize);
+    let (mut repeated, mut listener_errors, mut reconnects) = (0usize, 0usize, 0usize);
+    let mut arrived_refused = 0usize;
+    let mut first_error = String::new();
+    // Redis: up, then down until the instant, then up again.
+    let mut down_at: Option<Instant> = None;
+    let mut up_at: Option<Instant> = None;
+    let mut first_accept_after: Option<Instant> = None;
+    let mut last_progress = Instant::now();
+    // Publishing stops by then even if a relay never accepts again, so the
+    // losses can still be counted within the deadline.
+    let give_up = deadline
+        - Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now()) / 3);
+    let mut gave_up = false;
+
+    loop {
+        let now = Instant::now();
+        // Redis's schedule.
+        if down_at.is_none() && accepted >= total / 3 {
+            r.redis.shutdown()?;
+            down_at = Some(Instant::now());
+        }
+        if let (Some(d), None) = (down_at, up_at) {
+            if now >= d + r.down {
+                r.redis.restart()?;
+                up_at = Some(Instant::now());
+            }
+        }
+        // Publishers.
+        for p in 0..spec.publishers {
+            if in_flight[p].is_some() || now < pub_ready_at[p] || !lp.net.is_open(conn_of_pub[p]) {
+                continue;
+            }
+            let own = &owned[p];
+            for j in 0..own.len() {
+                let c = own[(pub_rr[p] + j) % own.len()];
+                if !gave_up
+                    && acc_c[c] + chan_busy[c] < per_chan
+                    && pending[c] + chan_busy[c] < spec.window
+                {
+                    let s = next_seq[c];
+                    status[c].push(0);
+                    have[c].push(0);
+                    let body = body_of(&format!("c={c} s={s} t=0"), body_size);
+                    lp.net
+                        .send(conn_of_pub[p], &post_request(&pub_paths[c], &body));
+                    next_seq[c] += 1;
+                    chan_busy[c] += 1;
+                    in_flight[p] = Some((c, s));
+                    pub_rr[p] = (pub_rr[p] + j + 1) % own.len();
+                    break;
+                }
+            }
+        }
+        // Listeners due to ask again.
+        let mut i = 0;
+        while i < repoll.len() {
+            if repoll[i].0 <= now {
+                let l = repoll.swap_remove(i).1;
+                lp.net.send(
+                    conn_of_listener[l],
+                    &get_request(&sub_paths[l / k], Some(&cursors[l])),
+                );
+            } else {
+                i += 1;
+            }
+        }
+        if !gave_up && now > give_up {
+            gave_up = true;
+        }
+        let all_answered = in_flight.iter().all(|f| f.is_none())
+            && (gave_up || acc_c.iter().all(|&a| a == per_chan));
+        if all_answered && pending.iter().all(|&p| p == 0) {
+            break;
+        }
+        // Nothing more can come: stop waiting after 5 s without progress.
+        if all_answered && now.duration_since(last_progress) > Duration::from_secs(5) {
+            break;
+        }
+        lp.net.poll(5, &mut lp.evs);
+        let evs = std::mem::take(&mut lp.evs);
+        for mut ev in evs {
+            let id = match &ev {
+                Event::Connected(id)
+                | Event::Response(id, _)
+                | Event::Message(id, _)
+                | Event::StreamOpen(id, ..)
+                | Event::Closed(id, _) => *id,
+            };
+            let w = who.get(id).copied().unwrap_or(Who::Gone);
+            match (w, &mut ev) {
+                (Who::Listener(l), Event::Connected(_)) => {
+                    // A listener's new connection asks from its cursor.
+                    let req = if t.is_stream() {
+                        t.request(&sub_paths[l / k])
+                    } else {
+                        get_request(&sub_paths[l / k], Some(&cursors[l]))
+                    };
+                    lp.net.send(id, &req);
+                }
+                (Who::Publisher(_), Event::Connected(_)) => {}
+                (Who::Listener(_), Event::StreamOpen(..)) => {}
+                (Who::Listener(l), ev @ (Event::Response(..) | Event::Message(..))) => {
+                    let (body, cursor, ok) = match ev {
+                        Event::Response(_, resp) => (
+                            std::mem::take(&mut resp.body),
+                            (resp.last_modified.take(), resp.etag.take()),
+                            resp.status == 200,
+                        ),
+                        Event::Message(_, m) => (std::mem::take(&mut m.data), (None, None), true),
+                        _ => unreachable!(),
+                    };
+                    if !ok {
+                        listener_errors += 1;
+                        repoll.push((Instant::now() + Duration::from_millis(50), l));
+                        continue;
+                    }
+                    let c = l / k;
+                    if let (Some(mc), Some(s), _) = parse_msg(&body) {
+                        if mc == c && s < status[c].len() {
+                            if got[l].len() <= s {
+                                got[l].resize(s + 1, false);
+                            }
+                            if last[l].is_some_and(|p| s <= p) || got[l][s] {
+                                repeated += 1;
+                                if first_error.is_empty() {
+                                    first_error = format!("channel {c}: {s} after {:?}", last[l]);
+                                }
+                            } else {
+                                got[l][s] = true;
+                                last[l] = Some(s);
+                                have[c][s] += 1;
+                                last_progress = Instant::now();
+                                if status[c][s] == 1 && have[c][s] as usize == k {
+                                    pending[c] -= 1;
+                                }
+                                if status[c][s] == 2 && have[c][s] == 1 {
+                                    arrived_refused += 1;
+                                }
+                            }
+                        }
+                    }
+                    if !t.is_stream() {
+                        cursors[l] = cursor;
+                        lp.net
+                            .send(id, &get_request(&sub_paths[c], Some(&cursors[l])));
+                    }
+                }
+                (Who::Publisher(p), Event::Response(_, resp)) => {
+                    let Some((c, s)) = in_flight[p].take() else {
+                        return Err("a publisher answered twice".into());
+                    };
+                    chan_busy[c] -= 1;
+                    answered += 1;
+                    last_progress = Instant::now();
+                    if resp.status == 201 || resp.status == 202 {
+                        accepted += 1;
+                        acc_c[c] += 1;
+                        status[c][s] = 1;
+                        if (have[c][s] as usize) < k {
+                            pending[c] += 1;
+                        }
+                        if up_at.is_some() && first_accept_after.is_none() {
+                            first_accept_after = Some(Instant::now());
+                        }
+                    } else {
+                        refused += 1;
+                        status[c][s] = 2;
+                        if have[c][s] > 0 {
+                            arrived_refused += 1;
+                        }
+                        pub_ready_at[p] = Instant::now() + Duration::from_millis(50);
+                    }
+                }
+                (w @ (Who::Listener(_) | Who::Publisher(_)), Event::Closed(_, _)) => {
+                    // Reconnect to the same server; the new connection asks
+                    // again once it is up.
+                    reconnects += 1;
+                    who[id] = Who::Gone;
+                    if let Who::Listener(l) = w {
+                        repoll.retain(|&(_, x)| x != l);
+                    }
+                    let srv = match w {
+                        Who::Listener(l) => pl.listener_srv(l),
+                        Who::Publisher(p) => pl.publisher_srv(p),
+                        Who::Gone => unreachable!(),
+                    };
+                    let nid = lp
+                        .net
+                        .connect_to(addrs[srv])
+                        .map_err(|e| format!("reconnect: {e}"))?;
+                    lp.opened += 1;
+                    who.resize(nid + 1, Who::Gone);
+                    who[nid] = w;
+                    match w {
+                        Who::Listener(l) => conn_of_listener[l] = nid,
+                        Who::Publisher(p) => {
+                            conn_of_pub[p] = nid;
+                            // Its message's fate is unknown: counted refused.
+                            if let Some((c, s)) = in_flight[p].take() {
+                                chan_busy[c] -= 1;
+                                answered += 1;
+                                refused += 1;
+                                status[c][s] = 2;
+                            }
+                        }
+                        Who::Gone => {}
+                    }
+                }
+                (_, Event::Connected(_) | Event::Closed(..)) => {}
+                (w, ev) => {
+                    return Err(format!(
+                        "unexpected event for {}: {ev:?}",
+                        match w {
+                            Who::Listener(_) => "a listener",
+                            Who::Publisher(_) => "a publisher",
+                            Who::Gone => "a closed connection",
+                        }
+                    ))
+                }
+            }
+        }
+        lp.check_deadline(|| {
+            format!(
+                "{answered} answered ({accepted}/{total} accepted), {} channels pending",
+                pending.iter().filter(|&&p| p > 0).count()
+            )
+        })?;
+    }
+    let mut lost_msgs = 0usize;
+    let mut lost_deliveries = 0usize;
+    for c in 0..nchan {
+        for s in 0..status[c].len() {
+            if status[c][s] == 1 && (have[c][s] as usize) < k {
+                lost_msgs += 1;
+                lost_deliveries += k - have[c][s] as usize;
+            }
+        }
+    }
+    if !first_error.is_empty() {
+        eprintln!("    restart: {first_error}");
+    }
+    let ms_of = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64() * 1e3,
+        _ => f64::NAN,
+    };
+    let mut m = Metrics::new();
+    m.insert("published", answered as f64);
+    m.insert("accepted_share", accepted as f64 / total as f64);
+    m.insert("accepted", accepted as f64);
+    m.insert("refused", refused as f64);
+    m.insert("lost_messages", lost_msgs as f64);
+    m.insert("lost_deliveries", lost_deliveries as f64);
+    m.insert("repeated", repeated as f64);
+    m.insert("arrived_refused", arrived_refused as f64);
+    m.insert("listener_errors", listener_errors as f64);
+    m.insert("reconnects", reconnects as f64);
+    m.insert("down_ms", ms_of(down_at, up_at));
+    m.insert("recovery_ms", ms_of(up_at, first_accept_after));
     Ok(m)
 }
 
