@@ -4,7 +4,8 @@
 # distribution's nginx, builds and runs the benchmark program, and writes
 # BENCHMARKS.md and bench/fanout.svg at the repository root.
 #
-# Usage: scripts/bench.sh [push-bench options]   e.g. --quick, --reps 3
+# Usage: scripts/bench.sh [push-bench options]   e.g. --quick, --reps 3,
+#        --redis (also the two-server Redis workloads; installs redis-server)
 #        (scripts/bench.sh --help lists them)
 # Env:   PUSH_SKIP_APT=1       never call apt-get
 #        PUSH_MODULE_SO=PATH   benchmark this .so instead of building one
@@ -17,6 +18,9 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 # Packages (as root; otherwise deps.sh prints the apt-get command).
 if [ -z "${PUSH_SKIP_APT:-}" ]; then
     "$ROOT/scripts/deps.sh" nginx nginx-dev libnginx-mod-nchan libnginx-mod-http-echo
+    case " $* " in
+        *" --redis "*) "$ROOT/scripts/deps.sh" redis-server ;;
+    esac
 fi
 
 # Our module, built against Debian's nginx. If that fails the benchmark
