@@ -635,3 +635,71 @@ fn a_reload_waits_for_requests_waiting_on_redis() {
     assert!(!log.contains("open socket"), "{log}");
     ngx.stop_and_check_allowing(&["redis"]);
 }
+
+/// A long-poll listener that comes back after its message, to a channel
+/// its worker is subscribed to and counted on, is held without a round
+/// trip to Redis (`broadcast`); with a subscriber limit, which needs
+/// Redis's exact count, every listen asks Redis. Measured by
+/// `redis_commands_total` over the same cycles, side by side.
+#[test]
+fn a_listener_back_after_its_message_costs_no_redis_command() {
+    const CYCLES: usize = 20;
+    let redis = RedisServer::start_with(RedisOpts::default());
+    let ngx = Conf::new(1)
+        .http(&format!("push_redis {};", redis.url()))
+        .listener_server(
+            "location /es { set $push_id $arg_channel; push_listener eventsource; }\n\
+             location /limit { set $push_id $arg_channel; push_listener; \
+             push_listener_concurrency broadcast; push_max_channel_subscribers 100; }",
+        )
+        .listener_extra("push_listener_concurrency broadcast;")
+        .sender_server("location = /stats { push_stats; }")
+        .start();
+    wait_until(PROMPT, "connected to Redis", || {
+        ngx.info("probe").status == 404
+    });
+    let commands = || {
+        let t = ngx.sender().recv_now(&Req::get("/stats")).text();
+        t.lines()
+            .find(|l| l.starts_with("nginx_push_redis_commands_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap()
+    };
+    let run = |ch: &str, path: &str| -> u64 {
+        // A stream keeps the worker counted on the channel throughout.
+        let mut es =
+            common::stream::EventStream::open(ngx.listener_port, &format!("/es?channel={ch}"), &[]);
+        assert_eq!(es.status, 200);
+        ngx.wait_subscribers(ch, 1);
+        let mut cursor = Cursor::default();
+        let mut l = ngx.listener();
+        let before = commands();
+        for i in 0..CYCLES {
+            let mut req = Req::get(&format!("{path}?channel={ch}"));
+            if let Some(lm) = &cursor.last_modified {
+                req = req.header("If-Modified-Since", lm);
+            }
+            if let Some(e) = &cursor.etag {
+                req = req.header("If-None-Match", e);
+            }
+            l.send(&req);
+            ngx.wait_subscribers(ch, 2);
+            assert_eq!(ngx.post(ch, format!("m{i}").as_bytes()).status, 201);
+            let r = l.recv(PROMPT);
+            assert_eq!(r.text(), format!("m{i}"));
+            cursor = Cursor::of(&r);
+            assert_eq!(es.event().data, format!("m{i}"));
+        }
+        commands() - before
+    };
+    let broadcast = run("fast", "/");
+    let limited = run("exact", "/limit");
+    eprintln!("commands: broadcast {broadcast}, limited {limited}");
+    // Both pay the publishes, the info polls and the count changes; the
+    // limited one also pays a listen script per cycle.
+    assert!(
+        broadcast + (CYCLES as u64 - 2) <= limited,
+        "broadcast {broadcast} commands, limited {limited}"
+    );
+    ngx.stop_and_check();
+}

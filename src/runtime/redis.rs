@@ -18,7 +18,7 @@ use nginx_sys::{
 };
 use push_relay::backend::OpId;
 use push_relay::outcome::Level;
-use push_relay::redis::backend::{Completion, RedisBackend, RedisConfig, KEYS_ABOVE};
+use push_relay::redis::backend::{Completion, RedisBackend, RedisConfig, COUNTS_MS, KEYS_ABOVE};
 use push_relay::relay::Effects;
 
 use super::ops;
@@ -42,6 +42,8 @@ pub struct RedisConn {
     retry: ngx_event_t,
     beat: ngx_event_t,
     watch: ngx_event_t,
+    /// Sends the coalesced count changes of this worker's listeners.
+    counts: ngx_event_t,
     /// Requests whose operation is in flight.
     pub waiting: HashMap<OpId, Waiter>,
     read_buf: Vec<u8>,
@@ -133,6 +135,7 @@ impl RedisConn {
             retry: timer(on_retry, ep, log),
             beat: timer(on_beat, ep, log),
             watch: timer(on_watch, ep, log),
+            counts: timer(on_counts, ep, log),
             waiting: HashMap::new(),
             read_buf: vec![0; 64 * 1024],
             log,
@@ -176,7 +179,9 @@ impl RedisConn {
 
     /// The worker is exiting: send what is queued (best effort), close.
     pub fn stop(&mut self) {
+        self.backend.flush_counts();
         self.flush();
+        disarm(&mut self.counts);
         disarm(&mut self.retry);
         disarm(&mut self.beat);
         disarm(&mut self.watch);
@@ -267,10 +272,14 @@ impl RedisConn {
         done
     }
 
-    /// Write what the backend queued, as far as the socket takes it.
+    /// Write what the backend queued, as far as the socket takes it; count
+    /// changes go within `COUNTS_MS`.
     pub fn flush(&mut self) {
         if self.conn.is_null() || self.connecting {
             return;
+        }
+        if self.counts.timer_set() == 0 && self.backend.counts_pending() {
+            arm(&mut self.counts, COUNTS_MS);
         }
         let c = self.conn;
         loop {
@@ -441,6 +450,15 @@ unsafe extern "C" fn on_beat(ev: *mut ngx_event_t) {
         if !super::worker::exiting() {
             arm(&mut c.beat, hb);
         }
+        None
+    });
+}
+
+unsafe extern "C" fn on_counts(ev: *mut ngx_event_t) {
+    let ep = ep_of_event(ev);
+    on_conn(ep, |c| {
+        c.backend.flush_counts();
+        c.flush();
         None
     });
 }

@@ -66,6 +66,12 @@ use super::url::RedisUrl;
 /// Listener keys of Redis channels are above this (the zone's are below).
 pub const KEYS_ABOVE: Key = 1 << 62;
 
+/// How often, at most, the count changes of this worker's listeners go to
+/// Redis (one `register` per channel for all of them): a long-poll
+/// listener that comes back after its message, to a channel this worker is
+/// subscribed to and counted on, is held without a round trip to Redis.
+pub const COUNTS_MS: u64 = 50;
+
 /// A message whose stored form is longer than this is announced by key
 /// reference rather than inline (see the README and the report).
 pub const INLINE_MAX: usize = 8 * 1024;
@@ -257,6 +263,19 @@ struct Chan {
     /// A resync is in flight: announcements wait in `deferred`.
     catching_up: bool,
     deferred: Vec<Owned>,
+    /// The newest message id of the channel, as far as this worker knows
+    /// for sure: set by a listen reply (the channel's last id then; `Some
+    /// (None)`: it had none) and raised by every announcement after it.
+    /// Known only while subscribed without a break.
+    newest: Option<Option<MsgId>>,
+    /// This worker's listener count on the channel as Redis has it, after
+    /// every command sent; `delta`: changes not sent yet (coalesced, see
+    /// [`COUNTS_MS`]).
+    counted: i64,
+    delta: i64,
+    /// A listener was held here without asking Redis (its "last requested"
+    /// time goes with the next count change).
+    touched: bool,
 }
 
 impl Chan {
@@ -511,6 +530,9 @@ impl RedisBackend {
             c.ops = 0;
             c.catching_up = false;
             c.deferred.clear();
+            c.newest = None;
+            c.counted = 0;
+            c.delta = 0;
         }
         st.releases.clear();
         std::mem::take(&mut st.done)
@@ -522,7 +544,7 @@ impl RedisBackend {
         if self.client.phase() != Phase::Ready {
             return;
         }
-        self.flush();
+        self.flush_counts();
         let RedisBackend { client, st } = self;
         let tx = client.tx();
         let before = tx.commands;
@@ -535,10 +557,13 @@ impl RedisBackend {
                 c.idle_since = None;
                 let max = held.iter().map(|h| h.seq).max().unwrap_or(0).max(c.max_seq);
                 let (mode, n): (&[u8], i64) = if c.listens == 0 {
+                    c.counted = held.len() as i64;
+                    c.delta = 0;
                     (b"s", held.len() as i64)
                 } else {
                     (b"a", 0)
                 };
+                let touched = core::mem::take(&mut c.touched);
                 tx.eval(
                     Tag::Register { serial },
                     Script::Register,
@@ -549,6 +574,7 @@ impl RedisBackend {
                         Arg::I(n),
                         Arg::U(max),
                         Arg::U(hb),
+                        Arg::B(if touched { b"1" } else { b"0" }),
                     ],
                 );
                 c.ops += 1;
@@ -561,6 +587,7 @@ impl RedisBackend {
                 let since = *c.idle_since.get_or_insert(now);
                 if now.saturating_sub(since) >= st.cfg.linger_ms {
                     c.subscribed = false;
+                    c.newest = None;
                     unsub.push(c.pubsub.clone());
                 }
             } else {
@@ -579,33 +606,40 @@ impl RedisBackend {
         }
     }
 
-    /// Count changes of this worker's listeners go out (when connected).
+    /// Count changes of this worker's listeners are noted, to go out with
+    /// the next [`RedisBackend::flush_counts`].
     fn flush(&mut self) {
-        let RedisBackend { client, st } = self;
+        let st = &mut self.st;
         st.note_idle();
+        for (serial, n) in st.releases.drain() {
+            if let Some(c) = st.chans.get_mut(&serial) {
+                c.delta -= i64::from(n);
+            }
+        }
+    }
+
+    /// Whether count changes wait to be sent (the module then calls
+    /// [`RedisBackend::flush_counts`] within [`COUNTS_MS`]).
+    pub fn counts_pending(&self) -> bool {
+        self.client.phase() == Phase::Ready
+            && (!self.st.releases.is_empty() || self.st.chans.values().any(|c| c.delta != 0))
+    }
+
+    /// Send every channel's count change, one `register` each.
+    pub fn flush_counts(&mut self) {
+        self.flush();
+        let RedisBackend { client, st } = self;
         if client.phase() != Phase::Ready {
-            st.releases.clear();
             return;
         }
-        let tx = client.tx();
-        let hb = st.cfg.heartbeat_ms;
-        for (serial, n) in st.releases.drain() {
-            let Some(c) = st.chans.get_mut(&serial) else {
-                continue;
-            };
-            tx.eval(
-                Tag::Register { serial },
-                Script::Register,
-                &c.keys(),
-                &[
-                    Arg::B(&st.cfg.worker),
-                    Arg::B(b"a"),
-                    Arg::I(-i64::from(n)),
-                    Arg::U(0),
-                    Arg::U(hb),
-                ],
-            );
-            c.ops += 1;
+        let serials: Vec<u64> = st
+            .chans
+            .iter()
+            .filter(|(_, c)| c.delta != 0)
+            .map(|(&s, _)| s)
+            .collect();
+        for serial in serials {
+            st.send_count(client.tx(), serial);
         }
     }
 }
@@ -643,6 +677,10 @@ impl State {
                 ops: 0,
                 catching_up: false,
                 deferred: Vec::new(),
+                newest: None,
+                counted: 0,
+                delta: 0,
+                touched: false,
             },
         );
         serial
@@ -679,6 +717,89 @@ impl State {
 
     fn log(&mut self, level: Level, line: String) {
         self.logs.push((level, line));
+    }
+
+    /// Send channel `serial`'s count change, if any: before every script
+    /// that reads the channel's count (pipelined, so Redis applies it
+    /// first), and from [`RedisBackend::flush_counts`].
+    fn send_count(&mut self, tx: &mut Tx<Tag>, serial: u64) {
+        let hb = self.cfg.heartbeat_ms;
+        for (s, n) in self.releases.drain() {
+            if let Some(c) = self.chans.get_mut(&s) {
+                c.delta -= i64::from(n);
+            }
+        }
+        let Some(c) = self.chans.get_mut(&serial) else {
+            return;
+        };
+        // "Last requested" alone waits for a count change or the heartbeat.
+        if c.delta == 0 {
+            return;
+        }
+        tx.eval(
+            Tag::Register { serial },
+            Script::Register,
+            &c.keys(),
+            &[
+                Arg::B(&self.cfg.worker),
+                Arg::B(b"a"),
+                Arg::I(c.delta),
+                Arg::U(0),
+                Arg::U(hb),
+                Arg::B(if c.touched { b"1" } else { b"0" }),
+            ],
+        );
+        c.counted += c.delta;
+        c.delta = 0;
+        c.touched = false;
+        c.ops += 1;
+    }
+
+    /// A listener answered without a round trip to Redis, when this worker
+    /// knows all it needs: the channel is subscribed, its newest message is
+    /// known and the cursor is past it (nothing to fetch), Redis already
+    /// counts this worker's listeners there, and the location's rules need
+    /// no exact count (`broadcast`, no subscriber limit, not
+    /// authorized-only). Held (or, for interval-poll, `304`) at once; the
+    /// count change goes with the next [`RedisBackend::flush_counts`].
+    fn listen_here(
+        &mut self,
+        serial: u64,
+        req: &Listen<'_>,
+        w: &Waiter,
+        fx: &mut Effects,
+    ) -> Option<Listened> {
+        let c = self.chans.get_mut(&serial)?;
+        let r = &req.rules;
+        if !c.subscribed
+            || c.catching_up
+            || c.counted <= 0
+            || r.concurrency != Concurrency::Broadcast
+            || r.max_subscribers != 0
+            || r.authorized_only
+        {
+            return None;
+        }
+        let newest = c.newest?;
+        if newest.is_some_and(|id| req.cursor.admits(id)) {
+            return None;
+        }
+        c.touched = true;
+        if !req.transport.holds() {
+            return Some(Listened::NotModified);
+        }
+        c.delta += 1;
+        c.idle_since = None;
+        let chan = Self::key(serial);
+        let key = self
+            .relay
+            .hold(chan, c.max_seq, w.cursor, w.yields, w.transport);
+        let at = fx.copies.len();
+        Some(Listened::Held {
+            chan,
+            key,
+            backlog: at..at,
+        })
     }
 
     /// A listener held here while Redis is down (or its listen was lost).
@@ -841,6 +962,8 @@ impl State {
                 ],
             );
             c.catching_up = true;
+            c.counted = held.len() as i64;
+            c.delta = 0;
             c.ops += 1;
         }
         for q in std::mem::take(&mut self.waiting) {
@@ -848,9 +971,18 @@ impl State {
         }
     }
 
-    /// Send an operation.
+    /// Send an operation (after the channel's pending count change, so it
+    /// counts this worker's listeners exactly).
     fn send(&mut self, tx: &mut Tx<Tag>, q: Queued) {
         let hb = self.cfg.heartbeat_ms;
+        let serial = match &q {
+            Queued::Listen { serial, .. }
+            | Queued::Publish { serial, .. }
+            | Queued::Create { serial, .. }
+            | Queued::Info { serial, .. }
+            | Queued::Delete { serial, .. } => *serial,
+        };
+        self.send_count(tx, serial);
         match q {
             Queued::Listen {
                 op,
@@ -866,6 +998,7 @@ impl State {
                     tx.subscribe(&[&c.pubsub]);
                     c.subscribed = true;
                     c.idle_since = None;
+                    c.newest = None;
                 }
                 let (since, tag) = cursor_args(&w.cursor);
                 let rule: &[u8] = match rules.concurrency {
@@ -1005,6 +1138,16 @@ impl State {
             return;
         };
         let chan = Self::key(serial);
+        let id = match &ann {
+            Announce::Message { msg, .. } => Some(msg.id),
+            Announce::Reference { id, .. } => Some(*id),
+            _ => None,
+        };
+        if let (Some(id), Some(Some(n))) = (id, c.newest) {
+            c.newest = Some(Some(n.max(id)));
+        } else if let (Some(id), Some(None)) = (id, c.newest) {
+            c.newest = Some(Some(id));
+        }
         match ann {
             Announce::Message { upto, msg } => self.apply_message(serial, &msg, upto, fx),
             Announce::Reference { upto, id } => {
@@ -1032,6 +1175,7 @@ impl State {
             }
             Announce::Deleted => {
                 c.inc = None;
+                c.newest = None;
                 let mut r = Releases(&mut self.releases);
                 self.relay.deleted(&mut r, chan, fx);
             }
@@ -1094,12 +1238,23 @@ impl State {
                         Some(r) => copy(fx, &r).map(Listened::Message).ok_or(Refusal::Internal),
                         None => Err(self.bad_reply("listen", f)),
                     },
-                    Ok(ListenReply::Held { seq, inc, records }) => {
+                    Ok(ListenReply::Held {
+                        seq,
+                        inc,
+                        newest,
+                        records,
+                    }) => {
                         let chan = Self::key(serial);
                         if let Some(c) = self.chans.get_mut(&serial) {
                             c.inc = Some(inc.to_vec());
                             c.max_seq = c.max_seq.max(seq);
                             c.idle_since = None;
+                            c.counted += 1;
+                            // Subscribed before this script ran: what came
+                            // after it is announced.
+                            if c.subscribed {
+                                c.newest = Some(c.newest.flatten().max(newest));
+                            }
                         }
                         // A stream's backlog goes with it (the module
                         // writes it after the stream's headers); its cursor
@@ -1168,6 +1323,10 @@ impl State {
                         // The channel expired (this worker was too slow to
                         // renew?) while listeners are still held here: the
                         // next heartbeat registers them again.
+                        if let Some(c) = self.chans.get_mut(&serial) {
+                            c.counted = 0;
+                            c.newest = None;
+                        }
                     }
                     Err(_) => {
                         self.bad_reply("register", f);
@@ -1278,6 +1437,11 @@ impl Backend for Scoped<'_> {
             authorized_only: req.rules.authorized_only,
         };
         let hold = req.transport.holds();
+        if client.phase() == Phase::Ready {
+            if let Some(out) = st.listen_here(serial, req, &w, _fx) {
+                return Step::Ready(Ok(out));
+            }
+        }
         let op = st.next_op;
         st.next_op += 1;
         if client.phase() == Phase::Down {
@@ -1537,7 +1701,9 @@ mod tests {
     }
 
     fn held_reply(seq: u64) -> Vec<u8> {
-        format!("*3\r\n:4\r\n:{seq}\r\n$3\r\n1.1\r\n").into_bytes()
+        // The channel's last message: 100:5 (listeners with an earlier
+        // cursor go to Redis).
+        format!("*5\r\n:4\r\n:{seq}\r\n$3\r\n1.1\r\n:100\r\n:5\r\n").into_bytes()
     }
 
     const CONFIRM: &[u8] = b">3\r\n$9\r\nsubscribe\r\n$11\r\n{push:ch}:p\r\n:1\r\n";
@@ -1586,6 +1752,7 @@ mod tests {
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].0, op);
         let key = held(&done[0].1);
+        b.output().clear();
         // Announced inline, published after the listener (upto 2 > seq 1).
         let mut ann = b"M2:".to_vec();
         ann.extend(record(100, 0, b"hello"));
@@ -1593,9 +1760,83 @@ mod tests {
         assert!(done.is_empty());
         assert_eq!(fx.answers, vec![(key, Answer::Message(MsgRef::Copy(0)))]);
         assert_eq!(fx.copies.take_deliveries()[0].body(), b"hello");
-        // Its count goes back to Redis.
+        // Its count goes back to Redis, with the next flush of counts.
+        assert!(b.output().is_empty());
+        assert!(b.counts_pending());
+        b.flush_counts();
         let out = String::from_utf8_lossy(b.output()).into_owned();
         assert!(out.contains("$2\r\n-1\r\n"), "{out}");
+    }
+
+    #[test]
+    fn a_listener_past_the_newest_message_is_held_without_asking_redis() {
+        let mut b = ready();
+        later(listen(&mut b, Transport::LongPoll, Cursor::default()));
+        let k1 = held(&b.input(&first_held(1), 2, &mut Effects::default())[0].1);
+        b.output().clear();
+        let past = Cursor::after(MsgId { time: 100, tag: 5 });
+        // Past 100:5, broadcast, counted on the channel: held here.
+        let Step::Ready(Ok(Listened::Held { key: k2, .. })) =
+            listen(&mut b, Transport::LongPoll, past)
+        else {
+            panic!("held at once")
+        };
+        assert!(b.output().is_empty(), "no round trip");
+        assert_eq!(
+            listen(&mut b, Transport::IntervalPoll, past),
+            Step::Ready(Ok(Listened::NotModified))
+        );
+        // Not past it: Redis is asked.
+        let op3 = later(listen(
+            &mut b,
+            Transport::LongPoll,
+            Cursor::after(MsgId { time: 100, tag: 4 }),
+        ));
+        b.output().clear();
+        // A newer message raises what is known; both held get it.
+        let mut fx = Effects::default();
+        let mut ann = b"M9:".to_vec();
+        ann.extend(record(101, 0, b"new"));
+        b.input(&push(&ann), 3, &mut fx);
+        let answered: Vec<Key> = fx.answers.iter().map(|a| a.0).collect();
+        assert!(answered.contains(&k1) && answered.contains(&k2));
+        // One count change for both, sent once (the +1 of the one held
+        // here went ahead of the third listener's script).
+        assert!(b.output().is_empty());
+        b.flush_counts();
+        let out = String::from_utf8_lossy(b.output()).into_owned();
+        assert_eq!(out.matches("EVALSHA").count(), 1, "{out}");
+        assert!(out.contains("$2\r\n-2\r\n"), "two answered: {out}");
+        b.output().clear();
+        // Redis counts none of this worker's listeners now: it is asked.
+        let after_new = Cursor::after(MsgId { time: 101, tag: 0 });
+        later(listen(&mut b, Transport::LongPoll, after_new));
+        // The count change that went ahead of it, then the third
+        // listener's script answer (held in Redis's count)...
+        let mut replies = b"*2\r\n:1\r\n$3\r\n1.1\r\n".to_vec();
+        replies.extend(held_reply(3));
+        let done = b.input(&replies, 4, &mut Effects::default());
+        assert_eq!(done[0].0, op3);
+        // ...so the next one past the newest is held here again, but
+        // another rule needs Redis's exact count.
+        assert!(matches!(
+            listen(
+                &mut b,
+                Transport::LongPoll,
+                Cursor::after(MsgId { time: 101, tag: 0 })
+            ),
+            Step::Ready(_)
+        ));
+        let mut first = rules();
+        first.concurrency = Concurrency::First;
+        let req = Listen {
+            id: b"ch",
+            cursor: after_new,
+            rules: first,
+            transport: Transport::LongPoll,
+            now: 0,
+        };
+        later(b.scope(0).listen(&req, &mut Effects::default()));
     }
 
     #[test]

@@ -102,6 +102,18 @@ fn uint(f: Option<&Frame<'_>>) -> Result<u64, BadReply> {
     u64::try_from(int(f)?).map_err(|_| BadReply)
 }
 
+/// A message id sent as two integers, `-1 -1` for none.
+fn last_id(t: Option<&Frame<'_>>, g: Option<&Frame<'_>>) -> Result<Option<MsgId>, BadReply> {
+    let (t, g) = (int(t)?, int(g)?);
+    if t < 0 {
+        return Ok(None);
+    }
+    Ok(Some(MsgId {
+        time: t as u64,
+        tag: u32::try_from(g).map_err(|_| BadReply)?,
+    }))
+}
+
 fn bytes<'a>(f: Option<&Frame<'a>>) -> Result<&'a [u8], BadReply> {
     match f {
         Some(Frame::Null) => Ok(b""),
@@ -167,6 +179,9 @@ pub enum ListenReply<'f, 'a> {
     Held {
         seq: Seq,
         inc: &'a [u8],
+        /// The channel's last message id when the script ran (`None`:
+        /// none yet).
+        newest: Option<MsgId>,
         records: &'f [Frame<'a>],
     },
 }
@@ -181,7 +196,8 @@ pub fn listen_reply<'f, 'a>(f: &'f Frame<'a>) -> Result<ListenReply<'f, 'a>, Bad
         4 => ListenReply::Held {
             seq: uint(v.get(1))?,
             inc: bytes(v.get(2))?,
-            records: v.get(3..).unwrap_or(&[]),
+            newest: last_id(v.get(3), v.get(4))?,
+            records: v.get(5..).unwrap_or(&[]),
         },
         _ => return Err(BadReply),
     })
@@ -270,15 +286,39 @@ mod tests {
             info_reply(&Frame::Array(vec![Frame::Int(1)])),
             Err(BadReply)
         );
-        let held = Frame::Array(vec![Frame::Int(4), Frame::Int(9), Frame::Bulk(b"1.2")]);
+        let held = Frame::Array(vec![
+            Frame::Int(4),
+            Frame::Int(9),
+            Frame::Bulk(b"1.2"),
+            Frame::Int(-1),
+            Frame::Int(-1),
+        ]);
         assert_eq!(
             listen_reply(&held),
             Ok(ListenReply::Held {
                 seq: 9,
                 inc: b"1.2",
+                newest: None,
                 records: &[]
             })
         );
+        let after = Frame::Array(vec![
+            Frame::Int(4),
+            Frame::Int(9),
+            Frame::Bulk(b"1.2"),
+            Frame::Int(1700000000),
+            Frame::Int(3),
+        ]);
+        assert!(matches!(
+            listen_reply(&after),
+            Ok(ListenReply::Held {
+                newest: Some(MsgId {
+                    time: 1700000000,
+                    tag: 3
+                }),
+                ..
+            })
+        ));
         let bad = Frame::Array(vec![Frame::Int(4), Frame::Int(-9), Frame::Bulk(b"")]);
         assert_eq!(listen_reply(&bad), Err(BadReply));
         let p = Frame::Array(vec![

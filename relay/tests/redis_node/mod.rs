@@ -239,6 +239,10 @@ impl Node {
             self.next_beat = now + self.heartbeat_ms;
             self.b.heartbeat(now);
         }
+        // As the module's timer does, within COUNTS_MS.
+        if !self.frozen && self.b.counts_pending() {
+            self.b.flush_counts();
+        }
         let mut read_any = false;
         let mut broken = false;
         {

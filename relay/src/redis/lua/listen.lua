@@ -4,7 +4,8 @@
 -- rule: 'l' last, 'f' first, 'b' broadcast; all: '1' for a stream (every
 -- stored message after the cursor, then held).
 -- Reply {0} not modified | {1, record} a message | {2} forbidden |
--- {3} conflict (first) | {4, seq, inc, record...} held.
+-- {3} conflict (first) | {4, seq, inc, t, g, record...} held (t g: the
+-- channel's last message id, -1 -1 when none).
 local now, nowms, raw = clock()
 local w = ARGV[1]
 local since, tag = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -53,6 +54,8 @@ set_count(w, count_of(w, nowms) + 1, nowms + ttl)
 keep_listeners(ttl)
 if evict then redis.call('PUBLISH', ARGV[9], 'C' .. seq) end
 keep(ttl)
-local out = {4, seq, redis.call('HGET', C, 'inc')}
+local last = redis.call('HMGET', C, 't', 'g')
+local out = {4, seq, redis.call('HGET', C, 'inc'), tonumber(last[1] or '-1'),
+  tonumber(last[2] or '-1')}
 for i = 1, #found do out[#out + 1] = found[i] end
 return out

@@ -1,7 +1,8 @@
--- register: KEYS c m l; ARGV worker mode n min_seq heartbeat_ms.
+-- register: KEYS c m l; ARGV worker mode n min_seq heartbeat_ms touched.
 -- mode 'a': add n (negative when listeners left) to this worker's count;
 -- 's': set it to n (heartbeat). Renews the registration for 3 heartbeats
--- and raises the channel's listener order to at least min_seq. A channel
+-- and raises the channel's listener order to at least min_seq; touched
+-- '1': listeners asked since the last call ("last requested"). A channel
 -- that only listeners kept is freed when the last one leaves.
 -- Reply {1, inc} | {0, ''} when the channel is gone (or was freed).
 local now, nowms, raw = clock()
@@ -14,6 +15,7 @@ if not exists() then
   if redis.call('HEXISTS', C, 'dead') == 1 then return {0, ''} end
   create(now, raw)
 end
+if ARGV[6] == '1' then redis.call('HSET', C, 'req', now) end
 if mode == 's' then
   set_count(w, n, nowms + ttl)
 else
