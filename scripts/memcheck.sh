@@ -26,8 +26,9 @@
 # (checked where nginx runs one worker, see memcheck-nginx.sh), and blocks
 # "definitely lost" at exit. Errors with a frame of the module
 # (libngx_http_push.so, push_relay, ngx_http_push, its sources) are listed
-# as the module's. A process killed with SIGKILL (tests that kill a worker)
-# leaves a log without a summary: counted, not an error.
+# as the module's. A process that died on a signal valgrind saw (SIGSEGV,
+# SIGABRT...) is an error; one killed with SIGKILL (a test that kills a
+# worker) leaves a log without a summary: counted, not an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -134,11 +135,12 @@ import glob, os, re, sys
 
 logs, secs, failed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 # A frame of the module: its .so, its crates, its source paths.
-MODULE = re.compile(r"libngx_http_push\.so|push_relay|ngx_http_push|/relay/src/|/wt-[^/]*/src/|/src/(handler|runtime|transport|http|conf)/")
+MODULE = re.compile(r"libngx_http_push\.so|push_relay|ngx_http_push|/relay/src/|"
+                    r"/src/(handler|runtime|transport|http|conf)/|/src/(module|slots|lib)\.rs")
 HEADER = re.compile(r"^(Memcheck|Copyright|Using Valgrind|Command|Parent PID|HEAP SUMMARY|LEAK SUMMARY|"
                     r"ERROR SUMMARY|For lists|For counts|Rerun with|in use at exit|total heap usage|"
                     r"(definitely|indirectly|possibly) lost:|still reachable:|suppressed:|Reachable blocks|"
-                    r"To see them|All heap blocks|Process terminating|Warning: |Searching for|"
+                    r"To see them|All heap blocks|Warning: |Searching for|"
                     r"\{|\}|<insert_a_suppression_name_here>|Memcheck:|fun:|obj:|\.\.\.|match-leak-kinds)")
 procs = errors = killed = 0
 module_errors, other_errors = [], []
