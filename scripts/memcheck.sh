@@ -7,7 +7,9 @@
 #               abort / timeout / reload / quit, cross-worker wake-ups,
 #               sender GET / PUT / POST / DELETE, message/http, 507,
 #               EventSource and WebSocket (bad frames, slow readers,
-#               pings, close), HTTP/2, the fault-injection paths
+#               pings, close), HTTP/2, the fault-injection paths, every
+#               directive's refusals (nginx -t), load across workers with
+#               a reload in the middle
 #   --quick     a subset of it, about 1.5 minutes (scripts/test.sh runs it)
 #   TEST-FILE   tests/TEST-FILE.rs instead, optionally only the tests whose
 #               names contain FILTER (e.g. websocket:bad_frames)
@@ -42,6 +44,7 @@ cd "$(dirname "$0")/.."
 full=(
     listener sender lifecycle delivery cursor msghttp memory
     eventsource websocket http2 failure_paths concurrency aliases
+    conf peers stress
     ~memory:message_timeout:: ~memory:zone_full_recovers_after_expiry::
     ~eventsource:pings_when_idle ~eventsource:idle_timeout_ends_cleanly
     ~websocket:server_pings ~websocket:idle_timeout_closes_with_1001

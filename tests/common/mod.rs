@@ -148,7 +148,7 @@ pub fn module_so() -> PathBuf {
 }
 
 /// Hook for scripts/memcheck.sh: `PUSH_NGINX_WRAPPER` is a command (words
-/// split at whitespace) that every started nginx runs under, e.g.
+/// split at whitespace) that every nginx (started, or `nginx -t`) runs under, e.g.
 /// `valgrind --log-file=/tmp/vg.%p.log`; unset, nginx runs as it is.
 fn nginx_command() -> Command {
     let wrapper = std::env::var("PUSH_NGINX_WRAPPER").unwrap_or_default();
@@ -442,7 +442,7 @@ impl Conf {
         let text = self.render(dir.path(), &ports);
         let conf_path = dir.path().join("conf").join("nginx.conf");
         std::fs::write(&conf_path, &text).expect("write nginx.conf");
-        let out = Command::new(nginx_bin())
+        let out = nginx_command()
             .arg("-t")
             .arg("-p")
             .arg(dir.path())
