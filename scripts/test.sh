@@ -5,7 +5,9 @@
 # the module (--add-module and --add-dynamic-module, nginx 1.28, relaying),
 # and the Debian package (build, dpkg -i, nginx -t, relay, remove, purge).
 # The Redis tests start their own redis-server (Debian's package; its
-# service stays off); the browser tests Debian's headless Chromium.
+# service stays off); the browser tests Debian's headless Chromium. After
+# the tests, every fuzz target runs for a few seconds, and a subset of the
+# integration tests runs with nginx under valgrind memcheck.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The browser tests drive Debian's headless Chromium; nchan's client (for
@@ -16,6 +18,11 @@ command -v npm >/dev/null || pkgs+=(npm)
 scripts/deps.sh "${pkgs[@]}"
 cargo build
 cargo test
+# A few seconds of coverage-guided fuzzing per parser (scripts/fuzz.sh).
+scripts/fuzz.sh --smoke
+# One test of each code path with nginx under valgrind (about 1.5 min;
+# scripts/memcheck.sh without --quick runs the whole representative set).
+scripts/memcheck.sh --quick
 scripts/test-distro.sh
 scripts/test-nginx-build.sh
 scripts/test-deb.sh

@@ -147,6 +147,33 @@ pub fn module_so() -> PathBuf {
     target.join("debug").join("libngx_http_push.so")
 }
 
+/// Hook for scripts/memcheck.sh: `PUSH_NGINX_WRAPPER` is a command (words
+/// split at whitespace) that every nginx (started, or `nginx -t`) runs under, e.g.
+/// `valgrind --log-file=/tmp/vg.%p.log`; unset, nginx runs as it is.
+fn nginx_command() -> Command {
+    let wrapper = std::env::var("PUSH_NGINX_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    match words.next() {
+        Some(first) => {
+            let mut c = Command::new(first);
+            c.args(words).arg(nginx_bin());
+            c
+        }
+        None => Command::new(nginx_bin()),
+    }
+}
+
+/// `d` times `PUSH_TEST_SLOWDOWN` (default 1): the harness's own deadlines
+/// for starting, reloading and stopping nginx, which a wrapper such as
+/// valgrind makes many times slower.
+pub fn slowed(d: Duration) -> Duration {
+    let factor: u32 = std::env::var("PUSH_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(1);
+    d * factor.max(1)
+}
+
 // ---------------------------------------------------------------------------
 // Temporary prefix directory.
 
@@ -415,7 +442,7 @@ impl Conf {
         let text = self.render(dir.path(), &ports);
         let conf_path = dir.path().join("conf").join("nginx.conf");
         std::fs::write(&conf_path, &text).expect("write nginx.conf");
-        let out = Command::new(nginx_bin())
+        let out = nginx_command()
             .arg("-t")
             .arg("-p")
             .arg(dir.path())
@@ -535,7 +562,7 @@ impl Nginx {
             }
             let stderr = std::fs::File::create(dir.path().join("logs").join("stderr.log"))
                 .expect("create stderr.log");
-            let child = Command::new(nginx_bin())
+            let child = nginx_command()
                 .arg("-p")
                 .arg(dir.path())
                 .arg("-c")
@@ -573,7 +600,8 @@ impl Nginx {
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
-        let end = Instant::now() + Duration::from_secs(20);
+        let limit = slowed(Duration::from_secs(20));
+        let end = Instant::now() + limit;
         let master = self.master_pid();
         loop {
             if let Some(child) = self.child.as_mut() {
@@ -583,7 +611,7 @@ impl Nginx {
                 }
             }
             if Instant::now() > end {
-                return Err("not ready within 20 s".into());
+                return Err(format!("not ready within {limit:?}"));
             }
             let workers = self.worker_pids();
             if workers.len() >= self.conf.workers && self.all_ports_answer(master) {
@@ -638,14 +666,16 @@ impl Nginx {
         children_of(self.master_pid())
     }
 
-    /// Workers that are not shutting down.
+    /// Workers that are not shutting down. (Under `PUSH_NGINX_WRAPPER` the
+    /// titles nginx gives its processes do not show: every child counts.)
     pub fn live_worker_pids(&self) -> BTreeSet<i32> {
+        let wrapped = std::env::var_os("PUSH_NGINX_WRAPPER").is_some_and(|w| !w.is_empty());
         self.worker_pids()
             .into_iter()
             .filter(|&p| {
                 let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
                 let cmd = String::from_utf8_lossy(&cmd);
-                cmd.contains("worker process") && !cmd.contains("shutting down")
+                (wrapped || cmd.contains("worker process")) && !cmd.contains("shutting down")
             })
             .collect()
     }
@@ -848,7 +878,8 @@ impl Nginx {
         assert!(master > 0 && send_signal(master, SIGHUP), "SIGHUP failed");
         let ports = self.ports.clone();
         let raw = self.conf.raw_http.is_some() || self.conf.whole.is_some();
-        wait_until(Duration::from_secs(20), "new workers after reload", || {
+        let limit = slowed(Duration::from_secs(20));
+        wait_until(limit, "new workers after reload", || {
             let live = self.live_worker_pids();
             let fresh: BTreeSet<i32> = live.difference(&old).copied().collect();
             if fresh.len() < self.conf.workers {
@@ -951,7 +982,7 @@ impl Nginx {
         self.stopped = true;
         let workers = self.worker_pids();
         self.quit();
-        let exited = self.wait_exit(Duration::from_secs(10));
+        let exited = self.wait_exit(slowed(Duration::from_secs(10)));
         if !exited {
             self.kill_all();
         }
@@ -962,7 +993,8 @@ impl Nginx {
         if check {
             assert!(
                 exited,
-                "nginx did not exit within 10 s of SIGQUIT\n--- log:\n{}",
+                "nginx did not exit within {:?} of SIGQUIT\n--- log:\n{}",
+                slowed(Duration::from_secs(10)),
                 self.error_log()
             );
             self.assert_log_clean();

@@ -179,6 +179,12 @@ fn valid_close_code(code: u16) -> bool {
 }
 
 impl Parser {
+    /// Bytes it holds between calls: a partial frame header and a control
+    /// frame's payload; never more than 14 + 125 (the fuzz target checks).
+    pub fn buffered(&self) -> usize {
+        self.head_len + self.control.len()
+    }
+
     /// Has the parser seen a close or an error (it reads nothing more)?
     pub fn is_done(&self) -> bool {
         self.state == State::Done

@@ -417,6 +417,10 @@ pub fn decode<'a>(
     need: &mut usize,
 ) -> Result<Option<(Frame<'a>, usize)>, ProtoError> {
     match (Parser { buf, lim }).frame(0, 0) {
+        // `need` refuses a frame over `max_frame` while it arrives; one
+        // that arrived whole is refused here, so the limit does not depend
+        // on how the bytes were split.
+        Ok((_, used)) if used > lim.max_frame => Err(ProtoError::TooLarge),
         Ok(f) => Ok(Some(f)),
         Err(Stop::Need(n)) => {
             *need = n;
@@ -598,6 +602,34 @@ mod tests {
         assert_eq!(
             decode(b"$200\r\n", &tight, &mut need),
             Err(ProtoError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn max_frame_holds_however_the_frame_arrives() {
+        // Found by fuzz/fuzz_targets/resp.rs: a frame over `max_frame` was
+        // refused when it arrived in pieces but accepted when whole.
+        let mut need = 0;
+        let tight = Limits {
+            max_frame: 8,
+            ..Limits::default()
+        };
+        let over = b"+0123456789\r\n";
+        assert_eq!(
+            decode(&over[..9], &tight, &mut need),
+            Err(ProtoError::TooLarge)
+        );
+        assert_eq!(decode(over, &tight, &mut need), Err(ProtoError::TooLarge));
+        let mut r = Reader::new(tight);
+        r.feed(over);
+        assert_eq!(r.peek(), Err(ProtoError::TooLarge));
+        // Exactly at the limit: accepted, whole and in pieces.
+        let at = b"+01234\r\n";
+        assert_eq!(decode(&at[..7], &tight, &mut need), Ok(None));
+        assert_eq!(need, 8);
+        assert_eq!(
+            decode(at, &tight, &mut need),
+            Ok(Some((Frame::Simple(b"01234"), 8)))
         );
     }
 
