@@ -37,6 +37,8 @@ done
 if [ ${#targets[@]} -eq 0 ]; then
     for f in fuzz/fuzz_targets/*.rs; do targets+=("$(basename "$f" .rs)"); done
 fi
+# libFuzzer is C++: a fresh machine may have gcc without g++.
+scripts/deps.sh g++
 
 export PATH="$HOME/.cargo/bin:$PATH"
 triple=$(rustc -vV | sed -n 's/^host: //p')
