@@ -188,6 +188,10 @@ fn relay_goes_on(rig: Rig, mut fs: Vec<Follower>, acked: &[&str], maybe: Option<
         ngx.error_log().contains("push: the zone is sound")
     });
     let log = ngx.error_log();
+    // The recovery's report, for RELIABILITY.md (`--nocapture`).
+    for l in log.lines().filter(|l| l.contains("push: the zone is sound")) {
+        eprintln!("{}", l.split("push: ").nth(1).unwrap_or(l));
+    }
     assert!(log.contains("died holding the zone's lock"), "{log}");
     assert!(!log.contains("zone check failed"), "{log}");
     assert!(!log.contains("beyond repair"), "{log}");
