@@ -189,7 +189,10 @@ fn relay_goes_on(rig: Rig, mut fs: Vec<Follower>, acked: &[&str], maybe: Option<
     });
     let log = ngx.error_log();
     // The recovery's report, for RELIABILITY.md (`--nocapture`).
-    for l in log.lines().filter(|l| l.contains("push: the zone is sound")) {
+    for l in log
+        .lines()
+        .filter(|l| l.contains("push: the zone is sound"))
+    {
         eprintln!("{}", l.split("push: ").nth(1).unwrap_or(l));
     }
     assert!(log.contains("died holding the zone's lock"), "{log}");
