@@ -39,11 +39,44 @@ pub enum Broken {
     TooSlow(usize),
 }
 
+/// Buffers handed to nginx, oldest first, with the owners of their bytes.
+/// The oldest is kept inline: a stream whose writes go out at once (the
+/// common case) never allocates its queue, so an idle stream holds none.
+#[derive(Default)]
+struct Sent {
+    head: Option<(NonNull<ngx_chain_t>, Owner)>,
+    rest: VecDeque<(NonNull<ngx_chain_t>, Owner)>,
+}
+
+impl Sent {
+    fn push_back(&mut self, e: (NonNull<ngx_chain_t>, Owner)) {
+        if self.head.is_none() {
+            self.head = Some(e);
+        } else {
+            self.rest.push_back(e);
+        }
+    }
+
+    fn front(&self) -> Option<&(NonNull<ngx_chain_t>, Owner)> {
+        self.head.as_ref()
+    }
+
+    fn pop_front(&mut self) -> Option<(NonNull<ngx_chain_t>, Owner)> {
+        let e = self.head.take();
+        self.head = self.rest.pop_front();
+        e
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(NonNull<ngx_chain_t>, Owner)> {
+        self.head.iter().chain(self.rest.iter())
+    }
+}
+
 pub struct Stream {
-    /// Buffers handed to nginx, oldest first, with the owners of their bytes.
-    sent: VecDeque<(NonNull<ngx_chain_t>, Owner)>,
-    /// Links (each with its buffer) that nginx is done with.
-    free: Vec<NonNull<ngx_chain_t>>,
+    sent: Sent,
+    /// Links (each with its buffer) that nginx is done with, chained
+    /// through their own `next` (no allocation).
+    free: *mut ngx_chain_t,
     max_pending: usize,
     idle_ms: ngx_msec_t,
     ping_ms: ngx_msec_t,
@@ -82,8 +115,8 @@ impl Stream {
         }
         let now = now_ms();
         Some(Stream {
-            sent: VecDeque::new(),
-            free: Vec::new(),
+            sent: Sent::default(),
+            free: ptr::null_mut(),
             max_pending: rules.max_pending,
             idle_ms: rules.timeout_ms as ngx_msec_t,
             ping_ms: rules.ping_ms as ngx_msec_t,
@@ -204,7 +237,8 @@ impl Stream {
                 }
                 if let Some((cl, owner)) = self.sent.pop_front() {
                     drop(owner);
-                    self.free.push(cl);
+                    (*cl.as_ptr()).next = self.free;
+                    self.free = cl.as_ptr();
                 }
             }
             self.sent
@@ -218,7 +252,9 @@ impl Stream {
     }
 
     fn link(&mut self, req: Req<'_>) -> Option<NonNull<ngx_chain_t>> {
-        if let Some(cl) = self.free.pop() {
+        if let Some(cl) = NonNull::new(self.free) {
+            // SAFETY: a link of our free list (nginx is done with it).
+            self.free = unsafe { (*cl.as_ptr()).next };
             return Some(cl);
         }
         let pool = req.get().pool;
