@@ -7,6 +7,11 @@
 #![allow(dead_code)]
 
 pub mod browser;
+/// Fault-tolerant load: cursor-following listeners of every transport and
+/// publishers that record what was answered (tests/faults.rs, the soak).
+pub mod load;
+/// `push_stats` scrapes and worker memory (/proc).
+pub mod metrics;
 /// A real redis-server for the `push_redis` tests.
 pub mod redis;
 pub mod stream;
@@ -232,6 +237,8 @@ pub struct Conf {
     pub whole: Option<String>,
     /// Symbolic links made in the prefix before start (name, target).
     pub links: Vec<(String, PathBuf)>,
+    /// `events { worker_connections N; }` (1024 unless raised).
+    pub worker_connections: usize,
 }
 
 impl Conf {
@@ -249,6 +256,7 @@ impl Conf {
             reuseport: false,
             whole: None,
             links: Vec::new(),
+            worker_connections: 1024,
         }
     }
 
@@ -326,6 +334,12 @@ impl Conf {
         self.reuseport = true;
         self
     }
+    /// Raises (or lowers) `worker_connections` for tests holding many
+    /// connections per worker.
+    pub fn worker_connections(mut self, n: usize) -> Conf {
+        self.worker_connections = n;
+        self
+    }
 
     /// Renders the configuration for `prefix` and `ports` (at least 2).
     pub fn render(&self, prefix: &Path, ports: &[u16]) -> String {
@@ -350,7 +364,11 @@ impl Conf {
             let _ = writeln!(s, "load_module {};", module_so().display());
         }
         s.push_str(&self.main);
-        let _ = writeln!(s, "events {{ worker_connections 1024; }}");
+        let _ = writeln!(
+            s,
+            "events {{ worker_connections {}; }}",
+            self.worker_connections
+        );
         let _ = writeln!(s, "http {{");
         let _ = writeln!(s, "access_log {p}/logs/access.log;");
         let _ = writeln!(s, "client_body_temp_path {p}/client_body_temp;");
