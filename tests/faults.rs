@@ -726,3 +726,558 @@ fn zone_exhaustion(workers: usize) {
 }
 
 both_workers!(zone_exhaustion);
+
+// ---------------------------------------------------------------------------
+// 5. Hostile clients.
+
+/// A connection with a 4 KiB receive buffer that sends `bytes` and never
+/// reads.
+fn slow_client(port: u16, bytes: &[u8]) -> Conn {
+    let mut c = Conn::open(port);
+    c.set_recv_buffer(4096);
+    c.write_bytes(bytes).expect("send");
+    c
+}
+
+fn max_growth(before: &BTreeMap<i32, u64>, after: &BTreeMap<i32, u64>) -> u64 {
+    after
+        .iter()
+        .map(|(p, kb)| kb.saturating_sub(before.get(p).copied().unwrap_or(*kb)))
+        .max()
+        .unwrap_or(0)
+}
+
+/// 200 clients that never read (100 long-poll, 50 EventSource, 50
+/// WebSocket, 4 KiB receive buffers) are held on a channel that gets 1 MiB
+/// messages (at least 3, and until every slow stream has been ended). Each worker keeps one copy of a message for all its
+/// listeners, so its RSS grows by a few MiB, not 1 MiB per slow client
+/// (bound: 24 MiB, against 50+ MiB for 50 copies); the slow streams are
+/// ended by `push_listener_max_pending 256k` (logged); the fast followers
+/// of every transport on the same channel get every message, intact,
+/// and a listener on another channel is answered within 2 s of each
+/// publish.
+fn slow_readers(workers: usize) {
+    let _g = heavy();
+    let ngx = Conf::new(workers)
+        .for_followers()
+        .with_stats()
+        .worker_connections(2048)
+        .http("push_buffer_size 16m; push_message_buffer_length 3;")
+        .listener_extra("push_listener_max_pending 256k; send_timeout 5s;")
+        .sender_extra("client_max_body_size 2m; client_body_buffer_size 2m;")
+        .start();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let big = "big".to_string();
+    let mut followers = Vec::new();
+    for t in Transport::ALL {
+        followers.push(follow(Follow::new(ngx.listener_port, &big, t, deadline)));
+    }
+    let fast_held = Transport::ALL.iter().filter(|t| t.is_held()).count() as u64;
+    ngx.wait_subscribers(&big, fast_held);
+    let mut slow = Vec::new();
+    for i in 0..200 {
+        let t = match i % 4 {
+            0 | 1 => Transport::LongPoll,
+            2 => Transport::EventSource,
+            _ => Transport::WebSocket,
+        };
+        slow.push(slow_client(ngx.listener_port, &listener_bytes(t, &big)));
+    }
+    ngx.wait_subscribers(&big, fast_held + 200);
+    let mut calm = ngx.listener();
+    calm.send(&Req::get(&chan_path("calm")));
+    ngx.wait_subscribers("calm", 1);
+    let rss0 = ngx.workers_rss_kb();
+    let mut calm_worst = Duration::ZERO;
+    let mut peak = rss0.clone();
+    let got = |followers: &[(Arc<Progress>, _)]| -> usize {
+        followers
+            .iter()
+            .map(|(p, _): &(Arc<Progress>, _)| p.received.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    let mut sender = ngx.sender();
+    // Until the kernel's buffers are full and the module's queue for each
+    // slow stream is over its bound (at most 12 messages).
+    let mut sent = 0;
+    let slow_ended = |ngx: &Nginx| ngx.subscribers(&big) == Some(fast_held);
+    while sent < 3 || (sent < 12 && !slow_ended(&ngx)) {
+        let i = sent;
+        sent += 1;
+        let body = make_body(&format!("p0-{i}"), 1 << 20);
+        let r = sender.request(&Req::post(&chan_path(&big), body.as_bytes()));
+        assert_eq!(r.status, 201, "{}", r.text());
+        let t = Instant::now();
+        let r = ngx.post("calm", format!("calm{i}").as_bytes());
+        assert_eq!(r.status, 201);
+        let m = calm.recv(PROMPT);
+        calm_worst = calm_worst.max(t.elapsed());
+        assert_eq!(m.text(), format!("calm{i}"));
+        calm.send(&listen_req("calm", &m.cursor()));
+        wait_until(
+            Duration::from_secs(30),
+            "the fast followers get the big message",
+            || got(&followers) > i,
+        );
+        for (p, kb) in ngx.workers_rss_kb() {
+            let e = peak.entry(p).or_insert(kb);
+            *e = (*e).max(kb);
+        }
+    }
+    let fast_time = t0.elapsed();
+    // The slow streams were ended; the slow long-polls were answered (their
+    // answers wait in the kernel and in nginx for send_timeout).
+    ngx.wait_subscribers(&big, fast_held);
+    let mut accepted: Vec<String> = (0..sent).map(|i| format!("p0-{i}")).collect();
+    assert!(
+        ngx.error_log().contains("reads too slowly"),
+        "the ended streams are logged"
+    );
+    let growth = max_growth(&rss0, &peak);
+    eprintln!(
+        "[slow-readers] workers={workers} 200 slow clients (100 long-poll, 50 eventsource, 50 websocket) + 4 fast followers, {sent} x 1 MiB: fast followers had all in {fast_time:?}; calm listener worst {calm_worst:?}; RSS KiB before {rss0:?} peak {peak:?} (max growth {growth} KiB)"
+    );
+    assert!(growth < 24 * 1024, "a worker grew {growth} KiB");
+    assert!(calm_worst < Duration::from_secs(2), "{calm_worst:?}");
+    for c in slow {
+        c.abort();
+    }
+    publish_end(&ngx, &[big.clone()], PROMPT);
+    let reports: Vec<FollowerReport> = followers
+        .into_iter()
+        .map(|(_, h)| h.join().unwrap())
+        .collect();
+    let mut pubs = PubReport::default();
+    pubs.accepted
+        .insert(big.clone(), std::mem::take(&mut accepted));
+    assert_all_delivered(&reports, &pubs);
+    drop(calm);
+    ngx.stop_and_check();
+}
+
+both_workers!(slow_readers);
+
+/// A follower and a publisher on `calm` that run beside a hostile load:
+/// the follower must get every message, and every publish must be
+/// answered promptly.
+struct Calm {
+    stop: Arc<AtomicBool>,
+    publisher: std::thread::JoinHandle<PubReport>,
+    follower: std::thread::JoinHandle<FollowerReport>,
+}
+
+impl Calm {
+    fn start(ngx: &Nginx) -> Calm {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (_, follower) = follow(Follow::new(
+            ngx.listener_port,
+            "calm",
+            Transport::LongPoll,
+            deadline,
+        ));
+        ngx.wait_subscribers("calm", 1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut p = Publish::new(ngx.sender_port, 0, &["calm".to_string()], 0, deadline);
+        p.count = None;
+        p.stop = stop.clone();
+        p.pace = Duration::from_millis(50);
+        Calm {
+            stop,
+            publisher: publish(p),
+            follower,
+        }
+    }
+
+    /// Stops; asserts every message arrived and no publish took over 2 s.
+    fn finish(self, ngx: &Nginx) -> (PubReport, FollowerReport) {
+        self.stop.store(true, Ordering::SeqCst);
+        let pubs = self.publisher.join().unwrap();
+        assert!(pubs.failure.is_none(), "{:?}", pubs.failure);
+        publish_end(ngx, &["calm".to_string()], PROMPT);
+        let f = self.follower.join().unwrap();
+        assert_all_delivered(std::slice::from_ref(&f), &pubs);
+        assert!(
+            pubs.max_latency < Duration::from_secs(2),
+            "a publish beside the flood took {:?}",
+            pubs.max_latency
+        );
+        (pubs, f)
+    }
+}
+
+/// xorshift64*, for ids nobody can guess (and the test can repeat).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A random channel id: mostly short, some near the 512-byte limit,
+    /// some over it.
+    fn id(&mut self) -> String {
+        let n = self.next();
+        let len = match n % 10 {
+            0 => 500,
+            1 => 600,
+            _ => 16,
+        };
+        let mut s = format!("{n:016x}");
+        while s.len() < len {
+            s.push_str(&format!("{:016x}", self.next()));
+        }
+        s.truncate(len);
+        s
+    }
+}
+
+/// Sends `reqs` pipelined on `conn` and reads their answers; the statuses.
+fn pipeline(conn: &mut Conn, reqs: &[Req]) -> Vec<u16> {
+    for r in reqs {
+        conn.send(r);
+    }
+    reqs.iter().map(|_| conn.recv(PROMPT).status).collect()
+}
+
+/// 6 threads each pipeline 2,000 requests (40 rounds of 40 + 10) on random channel ids (interval
+/// polls: 304; channel info: 404; preflights: 200; ids over 512 bytes:
+/// 400), and 2 threads hold 1,500 long-polls each on random ids until
+/// their 1 s `push_listener_timeout` (304). Memory stays bounded: the
+/// channel count and the zone's bytes come back to their baseline (every
+/// listener-only channel freed), each worker's RSS grows less than 4 MiB
+/// after a warm-up round; a follower and a publisher on another channel go
+/// on unaffected (every message delivered, publishes answered in < 2 s).
+fn random_id_flood(workers: usize) {
+    let _g = heavy();
+    let ngx = Conf::new(workers)
+        .for_followers()
+        .with_stats()
+        .worker_connections(4096)
+        .listener_server(
+            "location /lp1 { set $push_id $arg_channel; push_listener; push_listener_timeout 1s; push_listener_concurrency broadcast; }",
+        )
+        .start();
+    let calm = Calm::start(&ngx);
+    let flood = |rounds: usize, seed: u64| {
+        let (lp, sp) = (ngx.listener_port, ngx.sender_port);
+        let mut threads = Vec::new();
+        for t in 0..6u64 {
+            threads.push(std::thread::spawn(move || {
+                let mut rng = Rng(seed * 1000 + t + 1);
+                let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+                for _ in 0..rounds {
+                    // New connections each round (keepalive_requests is 1000).
+                    let mut l = Conn::open(lp);
+                    let mut s = Conn::open(sp);
+                    let mut lreqs = Vec::new();
+                    let mut want = Vec::new();
+                    for k in 0..40 {
+                        let id = rng.id();
+                        let bad = id.len() > 512;
+                        let path = format!("/ip?channel={id}");
+                        if k % 4 == 3 {
+                            lreqs.push(Req::new("OPTIONS", &format!("/?channel={id}")));
+                            want.push(200);
+                        } else {
+                            lreqs.push(Req::get(&path));
+                            want.push(if bad { 400 } else { 304 });
+                        }
+                    }
+                    let got = pipeline(&mut l, &lreqs);
+                    assert_eq!(got, want, "listener pipeline");
+                    let sreqs: Vec<Req> =
+                        (0..10).map(|_| Req::get(&chan_path(&rng.id()))).collect();
+                    for (st, r) in pipeline(&mut s, &sreqs).into_iter().zip(&sreqs) {
+                        let bad = r.path.len() > 520;
+                        assert_eq!(
+                            st,
+                            if bad { 400 } else { 404 },
+                            "channel info of a random id"
+                        );
+                        *counts.entry(st).or_default() += 1;
+                    }
+                    for st in got {
+                        *counts.entry(st).or_default() += 1;
+                    }
+                }
+                counts
+            }));
+        }
+        for t in 0..2u64 {
+            threads.push(std::thread::spawn(move || {
+                let mut rng = Rng(seed * 7000 + t + 1);
+                let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+                for _ in 0..(rounds / 10).max(1) {
+                    let mut conns: Vec<Conn> = (0..300)
+                        .map(|_| {
+                            let mut c = Conn::open(lp);
+                            let mut id = rng.id();
+                            id.truncate(500);
+                            c.send(&Req::get(&format!("/lp1?channel={id}")));
+                            c
+                        })
+                        .collect();
+                    for c in conns.iter_mut() {
+                        let st = c.recv(PROMPT).status;
+                        assert_eq!(st, 304, "a held listener on a random id times out");
+                        *counts.entry(st).or_default() += 1;
+                    }
+                }
+                counts
+            }));
+        }
+        let mut total: BTreeMap<u16, usize> = BTreeMap::new();
+        for t in threads {
+            for (k, v) in t.join().expect("flood thread") {
+                *total.entry(k).or_default() += v;
+            }
+        }
+        total
+    };
+    // Warm-up, then the baseline.
+    flood(5, 1);
+    let base = ngx.scrape_until_prompt("the warm-up's channels freed", |m| m.channels() == 1);
+    let rss0 = ngx.workers_rss_kb();
+    let t0 = Instant::now();
+    let counts = flood(40, 2);
+    let took = t0.elapsed();
+    let slack = if workers == 1 { 0 } else { 16 * 1024 };
+    let what = format!(
+        "channels and zone back to the baseline ({})",
+        base.summary()
+    );
+    let end = ngx.scrape_until_prompt(&what, |m| {
+        m.channels() == 1 && m.zone_used() <= base.zone_used() + slack && m.listeners_total() == 1
+    });
+    let rss1 = ngx.workers_rss_kb();
+    let growth = max_growth(&rss0, &rss1);
+    let (pubs, _) = calm.finish(&ngx);
+    eprintln!(
+        "[random-id-flood] workers={workers} {} requests on random ids in {took:?} ({counts:?}); zone_bytes_used {} -> {}; channels {} -> {}; RSS KiB {rss0:?} -> {rss1:?} (max growth {growth}); calm: {} published, max latency {:?}",
+        counts.values().sum::<usize>(),
+        base.zone_used(),
+        end.zone_used(),
+        base.channels(),
+        end.channels(),
+        pubs.accepted_total(),
+        pubs.max_latency,
+    );
+    assert!(growth < 4 * 1024, "a worker grew {growth} KiB");
+    ngx.stop_and_check();
+}
+
+both_workers!(random_id_flood);
+
+/// Raw request bytes with `headers` (already formatted lines).
+fn raw_request(path: &str, headers: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes()
+}
+
+/// Sends `bytes` on a new connection; the status of the answer (0: closed
+/// without one). Only the status line is read (a stream never ends).
+fn status_of(port: u16, bytes: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    if s.write_all(bytes).is_err() {
+        return 0;
+    }
+    s.set_read_timeout(Some(PROMPT)).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 512];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        match s.read(&mut b) {
+            Ok(0) => return 0,
+            Ok(n) => head.extend_from_slice(&b[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("no answer to a hostile request within {PROMPT:?}")
+            }
+            Err(_) => return 0,
+        }
+    }
+    String::from_utf8_lossy(&head)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Header floods from 4 threads, 200 times each, beside 500 clients that
+/// send half a header and stop (nginx closes them at its 2 s
+/// `client_header_timeout`): a 64 KiB header line and
+/// 5,000 headers (nginx's limits answer 400); 400 small headers, 7 KB
+/// cursor headers (`If-None-Match`, `If-Modified-Since`, `Last-Event-ID`),
+/// a 7 KB `Accept` on channel info, a 7 KB `Sec-WebSocket-Key`, a 7 KB
+/// channel id (within nginx's limits: the module answers). Every request is
+/// answered as it should be, no worker dies, each worker's RSS grows less
+/// than 8 MiB, and a follower and a publisher on another channel go on
+/// unaffected.
+fn header_floods(workers: usize) {
+    let _g = heavy();
+    let ngx = Conf::new(workers)
+        .for_followers()
+        .with_stats()
+        .worker_connections(2048)
+        .http("client_header_timeout 2s;")
+        .start();
+    ngx.publish("hdr", b"stored");
+    let calm = Calm::start(&ngx);
+    let pids = ngx.live_worker_pids();
+    let lp = ngx.listener_port;
+    let sp = ngx.sender_port;
+    let big = |n: usize| "7".repeat(n);
+    // (name, port, request, acceptable statuses)
+    let cases: Vec<(&str, u16, Vec<u8>, Vec<u16>)> = vec![
+        (
+            "64 KiB header line",
+            lp,
+            raw_request("/?channel=hdr", &format!("X-Big: {}\r\n", "a".repeat(64 * 1024))),
+            vec![400, 494],
+        ),
+        (
+            "5,000 headers",
+            lp,
+            raw_request(
+                "/?channel=hdr",
+                &(0..5000).map(|i| format!("X-H{i}: v\r\n")).collect::<String>(),
+            ),
+            vec![400, 494],
+        ),
+        (
+            "400 small headers",
+            lp,
+            raw_request(
+                "/ip?channel=none",
+                &(0..400).map(|i| format!("X-H{i}: v\r\n")).collect::<String>(),
+            ),
+            vec![304],
+        ),
+        (
+            "7 KB If-None-Match and If-Modified-Since",
+            lp,
+            raw_request(
+                "/?channel=hdr",
+                &format!(
+                    "If-None-Match: \"{}\"\r\nIf-Modified-Since: {}\r\n",
+                    big(7000),
+                    big(7000)
+                ),
+            ),
+            vec![200],
+        ),
+        (
+            "7 KB Last-Event-ID",
+            lp,
+            raw_request(
+                "/?channel=hdr",
+                &format!("Accept: text/event-stream\r\nLast-Event-ID: {}:{}\r\n", big(3500), big(3500)),
+            ),
+            vec![200],
+        ),
+        (
+            "7 KB Accept on channel info",
+            sp,
+            raw_request(
+                "/?channel=hdr",
+                &format!("Accept: {}application/json\r\n", "text/x-nothing;q=0.1, ".repeat(300)),
+            ),
+            vec![200],
+        ),
+        (
+            "7 KB Sec-WebSocket-Key",
+            lp,
+            raw_request(
+                "/?channel=hdr",
+                &format!(
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {}\r\n",
+                    "A".repeat(7000)
+                ),
+            ),
+            vec![101, 400],
+        ),
+        (
+            "7 KB channel id",
+            lp,
+            raw_request(&format!("/?channel={}", big(7000)), ""),
+            vec![400],
+        ),
+    ];
+    // Warm-up round (nginx's large header buffers, the allocator).
+    for (name, port, bytes, ok) in &cases {
+        let st = status_of(*port, bytes);
+        assert!(ok.contains(&st), "{name}: {st}");
+    }
+    let rss0 = ngx.workers_rss_kb();
+    let t0 = Instant::now();
+    // Meanwhile 500 clients send half a header and stop (slowloris).
+    let mut partial: Vec<Conn> = (0..500)
+        .map(|i| {
+            let mut c = Conn::open(lp);
+            c.write_bytes(
+                format!("GET /?channel=hdr HTTP/1.1\r\nHost: x\r\nX-Slow-{i}: ").as_bytes(),
+            )
+            .expect("send half a header");
+            c
+        })
+        .collect();
+    let cases = Arc::new(cases);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let cases = cases.clone();
+            std::thread::spawn(move || {
+                let mut seen: BTreeMap<String, BTreeMap<u16, usize>> = BTreeMap::new();
+                for _ in 0..200 {
+                    for (name, port, bytes, ok) in cases.iter() {
+                        let st = status_of(*port, bytes);
+                        assert!(
+                            ok.contains(&st),
+                            "{name}: answered {st}, expected one of {ok:?}"
+                        );
+                        *seen
+                            .entry(name.to_string())
+                            .or_default()
+                            .entry(st)
+                            .or_default() += 1;
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen: BTreeMap<String, BTreeMap<u16, usize>> = BTreeMap::new();
+    for t in threads {
+        for (k, v) in t.join().expect("flood thread") {
+            for (st, n) in v {
+                *seen.entry(k.clone()).or_default().entry(st).or_default() += n;
+            }
+        }
+    }
+    let took = t0.elapsed();
+    // nginx closes the half-sent requests at client_header_timeout (2 s).
+    for c in partial.iter_mut() {
+        assert!(c.wait_closed(PROMPT), "a half-sent request closed by nginx");
+    }
+    let closed = t0.elapsed();
+    let rss1 = ngx.workers_rss_kb();
+    let growth = max_growth(&rss0, &rss1);
+    assert_eq!(ngx.live_worker_pids(), pids, "no worker died");
+    let (pubs, _) = calm.finish(&ngx);
+    eprintln!(
+        "[header-floods] workers={workers} {} hostile requests in {took:?}: {seen:?}; 500 half-sent requests closed after {closed:?}; RSS KiB {rss0:?} -> {rss1:?} (max growth {growth}); calm: {} published, max latency {:?}",
+        4 * 200 * cases.len(),
+        pubs.accepted_total(),
+        pubs.max_latency
+    );
+    assert!(growth < 8 * 1024, "a worker grew {growth} KiB");
+    ngx.stop_and_check();
+}
+
+both_workers!(header_floods);

@@ -53,6 +53,7 @@ mod sys {
     pub const SIGTERM: c_int = 15;
     pub const SOL_SOCKET: c_int = 1;
     pub const SO_LINGER: c_int = 13;
+    pub const SO_RCVBUF: c_int = 8;
     #[repr(C)]
     pub struct Linger {
         pub onoff: c_int,
@@ -1429,6 +1430,24 @@ impl Conn {
         };
         assert_eq!(rc, 0, "setsockopt SO_LINGER");
         drop(self);
+    }
+
+    /// Shrinks the socket's receive buffer (a client that reads slowly, or
+    /// not at all, then holds the server's writes back sooner).
+    pub fn set_recv_buffer(&self, bytes: i32) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: valid fd owned by self.stream, pointer to a live int of
+        // the size passed.
+        let rc = unsafe {
+            sys::setsockopt(
+                self.stream.as_raw_fd(),
+                sys::SOL_SOCKET,
+                sys::SO_RCVBUF,
+                &bytes as *const i32 as *const std::os::raw::c_void,
+                4,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
     }
 
     /// The socket and whatever was read from it but not consumed (for a
