@@ -148,11 +148,12 @@ fn run_load(
 fn report(name: &str, ngx_workers: usize, o: &Outcome) {
     let t = tally(&o.followers);
     eprintln!(
-        "[{name}] workers={ngx_workers} followers={} {:?} accepted={} unanswered={} statuses={:?} deliveries={} reconnects={} 304s={} timeouts={} max_publish_latency={:?} elapsed={:?}",
+        "[{name}] workers={ngx_workers} followers={} {:?} accepted={} unanswered={} (of which delivered: {}) statuses={:?} deliveries={} reconnects={} 304s={} timeouts={} max_publish_latency={:?} elapsed={:?}",
         t.followers,
         t.by_transport,
         o.pubs.accepted_total(),
         o.pubs.unknown_total(),
+        unanswered_delivered(&o.followers, &o.pubs),
         o.pubs.statuses,
         t.deliveries,
         t.reconnects,
@@ -167,8 +168,8 @@ fn report(name: &str, ngx_workers: usize, o: &Outcome) {
 // 1. kill -9 of a worker under load.
 
 /// Four workers hold 400 (long: 1,000) cursor-following long-poll
-/// listeners while 8 publishers post; the worker holding the most is
-/// killed. The master respawns it; publishes keep being answered by the
+/// listeners on 20 (50) channels while 8 publishers post; the worker
+/// holding the most is killed (long: five times). The master respawns it; publishes keep being answered by the
 /// others (no answer takes over 10 s, no gap between answers over 5 s: no
 /// lock is left wedged); the killed worker's listeners reconnect with
 /// their cursor and miss nothing (every accepted message reaches every
@@ -186,56 +187,77 @@ fn worker_killed_under_load() {
         publishers: 8,
         pace: Duration::from_millis(20),
         pad: 0,
-        before: listeners * 3,
-        after: listeners * 5,
+        before: listeners * 10,
+        after: listeners * 20,
         deadline: Duration::from_secs(if long() { 300 } else { 120 }),
     };
-    let mut victim = 0;
-    let mut on_victim = Vec::new();
-    let mut killed_at = None;
+    // Long: five kills, each of the worker holding the most followers then,
+    // once the deliveries have gone on after the previous one.
+    let kills = if long() { 5 } else { 1 };
+    let mut victims = Vec::new();
+    let mut on_victim: Vec<usize> = Vec::new();
+    let mut killed_at = Vec::new();
     let o = run_load(&ngx, &load, |progress| {
-        let mut by_worker: BTreeMap<i32, usize> = BTreeMap::new();
-        for (_, p) in progress {
-            *by_worker
-                .entry(p.worker.load(Ordering::Relaxed))
-                .or_default() += 1;
-        }
-        victim = by_worker
-            .iter()
-            .filter(|(pid, _)| ngx.live_worker_pids().contains(pid))
-            .max_by_key(|(_, n)| **n)
-            .map(|(pid, _)| *pid)
-            .expect("a worker holding followers");
-        on_victim = progress
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, p))| p.worker.load(Ordering::Relaxed) == victim)
-            .map(|(i, _)| i)
-            .collect();
-        eprintln!("followers by worker {by_worker:?}; killing {victim}");
-        assert!(send_signal(victim, SIGKILL));
-        killed_at = Some(Instant::now());
-        wait_until(PROMPT, "the master respawns the worker", || {
+        for k in 0..kills {
+            let mark: usize = progress
+                .iter()
+                .map(|(_, p)| p.received.load(Ordering::Relaxed))
+                .sum();
+            if k > 0 {
+                wait_until(Duration::from_secs(60), "deliveries after a kill", || {
+                    progress
+                        .iter()
+                        .map(|(_, p)| p.received.load(Ordering::Relaxed))
+                        .sum::<usize>()
+                        >= mark + 5 * listeners
+                });
+            }
+            let mut by_worker: BTreeMap<i32, usize> = BTreeMap::new();
+            for (_, p) in progress {
+                *by_worker
+                    .entry(p.worker.load(Ordering::Relaxed))
+                    .or_default() += 1;
+            }
             let live = ngx.live_worker_pids();
-            live.len() == 4 && !live.contains(&victim)
-        });
-        eprintln!("respawned after {:?}", killed_at.unwrap().elapsed());
+            let victim = by_worker
+                .iter()
+                .filter(|(pid, _)| live.contains(pid))
+                .max_by_key(|(_, n)| **n)
+                .map(|(pid, _)| *pid)
+                .expect("a worker holding followers");
+            on_victim.extend(
+                progress
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, p))| p.worker.load(Ordering::Relaxed) == victim)
+                    .map(|(i, _)| i),
+            );
+            eprintln!("followers by worker {by_worker:?}; killing {victim}");
+            assert!(send_signal(victim, SIGKILL));
+            let t = Instant::now();
+            killed_at.push(t);
+            victims.push(victim);
+            wait_until(PROMPT, "the master respawns the worker", || {
+                let live = ngx.live_worker_pids();
+                live.len() == 4 && !live.contains(&victim)
+            });
+            eprintln!("respawned after {:?}", t.elapsed());
+        }
     });
     report("kill", 4, &o);
-    let killed_at = killed_at.unwrap();
-    assert!(!on_victim.is_empty(), "the killed worker held followers");
+    assert!(!on_victim.is_empty(), "the killed workers held followers");
     for &i in &on_victim {
         let f = &o.followers[i];
         assert!(
             f.reconnects >= 1 && f.workers.len() >= 2,
-            "follower {i} of the killed worker came back elsewhere: {} reconnects, workers {:?}",
+            "follower {i} of a killed worker came back elsewhere: {} reconnects, workers {:?}",
             f.reconnects,
             f.workers
         );
     }
-    let silence = o.pubs.longest_silence(killed_at, o.stopped);
+    let silence = o.pubs.longest_silence(killed_at[0], o.stopped);
     eprintln!(
-        "[kill] victim held {} followers; longest time without a publish answered after the kill: {silence:?}",
+        "[kill] {kills} kill(s); the victims held {} followers; longest time without a publish answered after the first kill: {silence:?}",
         on_victim.len()
     );
     assert!(
@@ -247,18 +269,23 @@ fn worker_killed_under_load() {
         "a publish took {:?}",
         o.pubs.max_latency
     );
-    assert!(o.started < killed_at);
-    // The gauges agree: nothing held now, the dead worker dropped out.
+    assert!(o.started < killed_at[0]);
+    // The gauges agree: nothing held now, the dead workers dropped out.
     ngx.scrape_until_prompt("no listener counted after the end", |m| {
         m.listeners_total() == 0
     });
-    let kills = ngx
+    let signalled = ngx
         .bad_log_lines()
         .iter()
         .filter(|l| l.contains("exited on signal 9"))
         .count();
-    assert_eq!(kills, 1, "{:?}", ngx.bad_log_lines());
-    ngx.stop_and_check_allowing(&[&format!("{victim} exited on signal 9")]);
+    assert_eq!(signalled, kills, "{:?}", ngx.bad_log_lines());
+    let allowed: Vec<String> = victims
+        .iter()
+        .map(|v| format!("{v} exited on signal 9"))
+        .collect();
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    ngx.stop_and_check_allowing(&allowed);
 }
 
 // ---------------------------------------------------------------------------
@@ -1281,3 +1308,103 @@ fn header_floods(workers: usize) {
 }
 
 both_workers!(header_floods);
+
+// ---------------------------------------------------------------------------
+// 6. Streams across reloads and a kill -9.
+
+/// 200 followers, 50 of each transport (long-poll, interval-poll,
+/// EventSource, WebSocket; long: 500), on 10 channels, while 4 publishers
+/// post: three reloads, then the worker holding the most followers is
+/// killed, then a fourth reload. EventSource followers resume with
+/// `Last-Event-ID`, WebSocket ones with `?last_event_id=` (ws+meta.nchan
+/// ids), the polls with their cursor headers; every follower gets every
+/// accepted message once, in order; the counts come back to the truth.
+#[test]
+fn streams_across_reloads_and_a_kill() {
+    let _g = heavy();
+    let listeners = if long() { 500 } else { 200 };
+    let ngx = conf(4).start();
+    let load = Load {
+        listeners,
+        channels: 10,
+        mix: Transport::ALL.to_vec(),
+        publishers: 4,
+        pace: Duration::from_millis(20),
+        pad: 200,
+        before: listeners * 10,
+        after: listeners * 10,
+        deadline: Duration::from_secs(if long() { 300 } else { 120 }),
+    };
+    let mut victim = 0;
+    let o = run_load(&ngx, &load, |progress| {
+        let received = || -> usize {
+            progress
+                .iter()
+                .map(|(_, p)| p.received.load(Ordering::Relaxed))
+                .sum()
+        };
+        for _ in 0..3 {
+            let mark = received();
+            let old = ngx.reload();
+            assert!(
+                ngx.wait_workers_gone(&old, Duration::from_secs(20)),
+                "old workers exit"
+            );
+            // Messages flow again before the next fault.
+            wait_until(Duration::from_secs(30), "deliveries after a reload", || {
+                received() >= mark + 3 * listeners
+            });
+        }
+        let mut by_worker: BTreeMap<i32, usize> = BTreeMap::new();
+        for (t, p) in progress {
+            if t.is_held() {
+                *by_worker
+                    .entry(p.worker.load(Ordering::Relaxed))
+                    .or_default() += 1;
+            }
+        }
+        let live = ngx.live_worker_pids();
+        victim = by_worker
+            .iter()
+            .filter(|(pid, _)| live.contains(pid))
+            .max_by_key(|(_, n)| **n)
+            .map(|(pid, _)| *pid)
+            .expect("a worker holding followers");
+        let mark = received();
+        assert!(send_signal(victim, SIGKILL));
+        wait_until(PROMPT, "the master respawns the worker", || {
+            let live = ngx.live_worker_pids();
+            live.len() == 4 && !live.contains(&victim)
+        });
+        wait_until(Duration::from_secs(30), "deliveries after the kill", || {
+            received() >= mark + 3 * listeners
+        });
+        let old = ngx.reload();
+        assert!(
+            ngx.wait_workers_gone(&old, Duration::from_secs(20)),
+            "old workers exit"
+        );
+    });
+    report("streams", 4, &o);
+    let t = tally(&o.followers);
+    for tr in [Transport::EventSource, Transport::WebSocket] {
+        let resumed = o
+            .followers
+            .iter()
+            .filter(|f| f.transport == tr && f.reconnects >= 4)
+            .count();
+        assert!(
+            resumed > 0,
+            "{tr:?}: followers resumed after every fault ({resumed})"
+        );
+    }
+    assert!(
+        t.reconnects >= listeners,
+        "every fault ended streams: {}",
+        t.reconnects
+    );
+    ngx.scrape_until_prompt("no listener counted after the end", |m| {
+        m.listeners_total() == 0
+    });
+    ngx.stop_and_check_allowing(&[&format!("{victim} exited on signal 9")]);
+}

@@ -931,3 +931,19 @@ pub fn tally(followers: &[FollowerReport]) -> Tally {
     }
     t
 }
+
+/// How many of the unanswered publishes were stored after all (seen by the
+/// followers of their channel).
+pub fn unanswered_delivered(followers: &[FollowerReport], pubs: &PubReport) -> usize {
+    pubs.unknown
+        .iter()
+        .map(|(ch, toks)| {
+            let seen: BTreeSet<&str> = followers
+                .iter()
+                .filter(|f| &f.channel == ch)
+                .flat_map(|f| f.got.iter().map(|(_, t)| t.as_str()))
+                .collect();
+            toks.iter().filter(|t| seen.contains(t.as_str())).count()
+        })
+        .sum()
+}
