@@ -588,7 +588,7 @@ fn fill_round(
     );
     assert!(pubs.accepted_total() > 0, "{:?}", pubs.statuses);
     assert_eq!(pubs.unknown_total(), 0, "every publish answered");
-    // Walk before anything expires (4 s after publication; the fill and the
+    // Walk before anything expires (3 s after publication; the fill and the
     // walk take well under a second, checked below).
     for ch in channels {
         let got = walk(ngx, ch);
@@ -614,7 +614,7 @@ fn fill_round(
     }
     let walked = t0.elapsed();
     assert!(
-        walked < Duration::from_secs(4),
+        walked < Duration::from_secs(3),
         "filled and walked in {walked:?}: messages may have expired"
     );
     (pubs, fill_time)
@@ -630,7 +630,7 @@ fn fill_round(
 ///   them too, and no id was skipped (a refusal takes no id);
 /// - another channel's stored messages are untouched, and a listener
 ///   held on a third channel stays held and is served once there is room;
-/// - when the messages expire (`push_message_timeout 4s`) the zone takes
+/// - when the messages expire (`push_message_timeout 3s`) the zone takes
 ///   publishes again: the second fill gets at least 90% as many in as the
 ///   first, and the zone's bytes after the second expiry are no more than
 ///   after the first (what stays is capacity kept by live channels, not a
@@ -641,7 +641,7 @@ fn zone_exhaustion(workers: usize) {
         .for_followers()
         .with_stats()
         .http("push_buffer_size 128k; push_message_buffer_length 1000;")
-        .sender_extra("push_message_timeout 4s;")
+        .sender_extra("push_message_timeout 3s;")
         .sender_server(
             "location /keep { set $push_id $arg_channel; push_sender; push_message_timeout 0; }",
         )
@@ -697,7 +697,7 @@ fn zone_exhaustion(workers: usize) {
     let after2 = expired(
         &ngx,
         "the second fill expired",
-        // (and "room again", stored for 4 s too)
+        // (and "room again", stored for 3 s too)
         first.accepted_total() + 1 + second.accepted_total(),
     );
     let n1 = first.accepted_total();
@@ -970,10 +970,10 @@ fn pipeline(conn: &mut Conn, reqs: &[Req]) -> Vec<u16> {
     reqs.iter().map(|_| conn.recv(PROMPT).status).collect()
 }
 
-/// 6 threads each pipeline 2,000 requests (40 rounds of 40 + 10) on random channel ids (interval
-/// polls: 304; channel info: 404; preflights: 200; ids over 512 bytes:
-/// 400), and 2 threads hold 1,500 long-polls each on random ids until
-/// their 1 s `push_listener_timeout` (304). Memory stays bounded: the
+/// 6 threads each pipeline 1,250 requests (25 rounds of 40 + 10) on random
+/// channel ids (interval polls: 304; channel info: 404; preflights: 200;
+/// ids over 512 bytes: 400), and 2 threads hold 600 long-polls each on
+/// random ids until their 1 s `push_listener_timeout` (304). Memory stays bounded: the
 /// channel count and the zone's bytes come back to their baseline (every
 /// listener-only channel freed), each worker's RSS grows less than 4 MiB
 /// after a warm-up round; a follower and a publisher on another channel go
@@ -1038,8 +1038,8 @@ fn random_id_flood(workers: usize) {
             threads.push(std::thread::spawn(move || {
                 let mut rng = Rng(seed * 7000 + t + 1);
                 let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
-                for _ in 0..(rounds / 10).max(1) {
-                    let mut conns: Vec<Conn> = (0..300)
+                for _ in 0..(rounds / 20).max(1) {
+                    let mut conns: Vec<Conn> = (0..600)
                         .map(|_| {
                             let mut c = Conn::open(lp);
                             let mut id = rng.id();
@@ -1070,7 +1070,7 @@ fn random_id_flood(workers: usize) {
     let base = ngx.scrape_until_prompt("the warm-up's channels freed", |m| m.channels() == 1);
     let rss0 = ngx.workers_rss_kb();
     let t0 = Instant::now();
-    let counts = flood(40, 2);
+    let counts = flood(25, 2);
     let took = t0.elapsed();
     let slack = if workers == 1 { 0 } else { 16 * 1024 };
     let what = format!(
