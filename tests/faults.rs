@@ -346,19 +346,6 @@ both_workers!(reload_storm);
 // ---------------------------------------------------------------------------
 // 3. Abort storm.
 
-/// A raw listener request of `t` on `ch` (WebSocket: an upgrade).
-fn listener_bytes(t: Transport, ch: &str) -> Vec<u8> {
-    let path = chan_path(ch);
-    match t {
-        Transport::EventSource => common::stream::es_request(&path, &[]),
-        Transport::WebSocket => format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .into_bytes(),
-        _ => Req::get(&path).to_bytes(),
-    }
-}
-
 fn rss_total(rss: &BTreeMap<i32, u64>) -> u64 {
     rss.values().sum()
 }
@@ -412,7 +399,7 @@ location /nostore { set $push_id $arg_channel; push_sender; push_message_buffer_
             let ch = &chans[i % chans.len()];
             let t = mix[i % mix.len()];
             let mut c = ngx.listener();
-            c.write_bytes(&listener_bytes(t, ch)).expect("send");
+            c.write_bytes(&raw_listener_request(t, ch)).expect("send");
             *held.entry(ch.clone()).or_default() += 1;
             conns.push(c);
         }
@@ -808,7 +795,7 @@ fn slow_readers(workers: usize) {
             2 => Transport::EventSource,
             _ => Transport::WebSocket,
         };
-        slow.push(slow_client(ngx.listener_port, &listener_bytes(t, &big)));
+        slow.push(slow_client(ngx.listener_port, &raw_listener_request(t, &big)));
     }
     ngx.wait_subscribers(&big, fast_held + 200);
     let mut calm = ngx.listener();

@@ -74,6 +74,22 @@ impl Conf {
     }
 }
 
+/// The raw request of a listener of transport `t` on `ch` (WebSocket: an
+/// upgrade), for clients that send it and never read (aborts, slow
+/// readers).
+pub fn raw_listener_request(t: Transport, ch: &str) -> Vec<u8> {
+    let path = chan_path(ch);
+    match t {
+        Transport::EventSource => es_request(&path, &[]),
+        Transport::WebSocket => format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes(),
+        Transport::IntervalPoll => Req::get(&format!("/ip?channel={}", pct(ch.as_bytes()))).to_bytes(),
+        Transport::LongPoll => Req::get(&path).to_bytes(),
+    }
+}
+
 /// A message id `(time, tag)`.
 pub type Id = (i64, u64);
 

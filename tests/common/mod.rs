@@ -240,6 +240,9 @@ pub struct Conf {
     pub links: Vec<(String, PathBuf)>,
     /// `events { worker_connections N; }` (1024 unless raised).
     pub worker_connections: usize,
+    /// The error log's level (`info` unless changed: a long run can keep
+    /// `notice`, where every alert still shows).
+    pub log_level: String,
 }
 
 impl Conf {
@@ -258,6 +261,7 @@ impl Conf {
             whole: None,
             links: Vec::new(),
             worker_connections: 1024,
+            log_level: "info".to_string(),
         }
     }
 
@@ -341,6 +345,11 @@ impl Conf {
         self.worker_connections = n;
         self
     }
+    /// The error log's level.
+    pub fn log_level(mut self, level: &str) -> Conf {
+        self.log_level = level.to_string();
+        self
+    }
 
     /// Renders the configuration for `prefix` and `ports` (at least 2).
     pub fn render(&self, prefix: &Path, ports: &[u16]) -> String {
@@ -360,7 +369,7 @@ impl Conf {
         let _ = writeln!(s, "master_process on;");
         let _ = writeln!(s, "worker_processes {};", self.workers);
         let _ = writeln!(s, "pid {p}/logs/nginx.pid;");
-        let _ = writeln!(s, "error_log {p}/logs/error.log info;");
+        let _ = writeln!(s, "error_log {p}/logs/error.log {};", self.log_level);
         if self.load_module {
             let _ = writeln!(s, "load_module {};", module_so().display());
         }
