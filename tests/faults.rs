@@ -125,8 +125,13 @@ fn run_load(
     let stopped = Instant::now();
     let pubs = PubReport::merge(&pubs);
     assert!(pubs.failure.is_none(), "{:?}", pubs.failure);
-    // Everyone caught up and held again: the counts are the truth.
+    // Everyone caught up and held again: the counts are the truth, in the
+    // channel info and in push_stats (a dead worker's gauges dropped out).
     wait_held(ngx, &held, Duration::from_secs(30));
+    let total: u64 = held.values().sum();
+    ngx.scrape_until(Duration::from_secs(30), "push_stats counts every follower", |m| {
+        m.listeners_total() == total
+    });
     publish_end(ngx, &channels, PROMPT);
     let followers: Vec<FollowerReport> = handles
         .into_iter()
@@ -508,7 +513,7 @@ location /nostore { set $push_id $arg_channel; push_sender; push_message_buffer_
             "worker {pid}: RSS {warm} KiB after the first burst, {half} KiB half-way, {kb} KiB after {bursts}"
         );
     }
-    assert!(calm_latency < Duration::from_secs(2), "{calm_latency:?}");
+    assert!(calm_latency < Duration::from_secs(3), "{calm_latency:?}");
     drop(calm);
     ngx.stop_and_check();
 }
@@ -575,8 +580,9 @@ fn fill_round(
     );
     assert!(pubs.accepted_total() > 0, "{:?}", pubs.statuses);
     assert_eq!(pubs.unknown_total(), 0, "every publish answered");
-    // Walk before anything expires (3 s after publication; the fill and the
-    // walk take well under a second, checked below).
+    // Walk before anything expires (4 s after publication, in whole
+    // seconds: at least 3 s; the fill and the walk take well under a
+    // second, checked below).
     for ch in channels {
         let got = walk(ngx, ch);
         let want = pubs.accepted.get(ch).cloned().unwrap_or_default();
@@ -617,7 +623,7 @@ fn fill_round(
 ///   them too, and no id was skipped (a refusal takes no id);
 /// - another channel's stored messages are untouched, and a listener
 ///   held on a third channel stays held and is served once there is room;
-/// - when the messages expire (`push_message_timeout 3s`) the zone takes
+/// - when the messages expire (`push_message_timeout 4s`) the zone takes
 ///   publishes again: the second fill gets at least 90% as many in as the
 ///   first, and the zone's bytes after the second expiry are no more than
 ///   after the first (what stays is capacity kept by live channels, not a
@@ -628,7 +634,7 @@ fn zone_exhaustion(workers: usize) {
         .for_followers()
         .with_stats()
         .http("push_buffer_size 128k; push_message_buffer_length 1000;")
-        .sender_extra("push_message_timeout 3s;")
+        .sender_extra("push_message_timeout 4s;")
         .sender_server(
             "location /keep { set $push_id $arg_channel; push_sender; push_message_timeout 0; }",
         )
@@ -684,7 +690,7 @@ fn zone_exhaustion(workers: usize) {
     let after2 = expired(
         &ngx,
         "the second fill expired",
-        // (and "room again", stored for 3 s too)
+        // (and "room again", stored for 4 s too)
         first.accepted_total() + 1 + second.accepted_total(),
     );
     let n1 = first.accepted_total();
@@ -768,7 +774,7 @@ fn max_growth(before: &BTreeMap<i32, u64>, after: &BTreeMap<i32, u64>) -> u64 {
 /// (bound: 24 MiB, against 50+ MiB for 50 copies); the slow streams are
 /// ended by `push_listener_max_pending 256k` (logged); the fast followers
 /// of every transport on the same channel get every message, intact,
-/// and a listener on another channel is answered within 2 s of each
+/// and a listener on another channel is answered within 3 s of each
 /// publish.
 fn slow_readers(workers: usize) {
     let _g = heavy();
@@ -854,7 +860,7 @@ fn slow_readers(workers: usize) {
         "[slow-readers] workers={workers} 200 slow clients (100 long-poll, 50 eventsource, 50 websocket) + 4 fast followers, {sent} x 1 MiB: fast followers had all in {fast_time:?}; calm listener worst {calm_worst:?}; RSS KiB before {rss0:?} peak {peak:?} (max growth {growth} KiB)"
     );
     assert!(growth < 24 * 1024, "a worker grew {growth} KiB");
-    assert!(calm_worst < Duration::from_secs(2), "{calm_worst:?}");
+    assert!(calm_worst < Duration::from_secs(3), "{calm_worst:?}");
     for c in slow {
         c.abort();
     }
@@ -904,7 +910,7 @@ impl Calm {
         }
     }
 
-    /// Stops; asserts every message arrived and no publish took over 2 s.
+    /// Stops; asserts every message arrived and no publish took over 3 s.
     fn finish(self, ngx: &Nginx) -> (PubReport, FollowerReport) {
         self.stop.store(true, Ordering::SeqCst);
         let pubs = self.publisher.join().unwrap();
@@ -913,7 +919,7 @@ impl Calm {
         let f = self.follower.join().unwrap();
         assert_all_delivered(std::slice::from_ref(&f), &pubs);
         assert!(
-            pubs.max_latency < Duration::from_secs(2),
+            pubs.max_latency < Duration::from_secs(3),
             "a publish beside the flood took {:?}",
             pubs.max_latency
         );
@@ -964,7 +970,7 @@ fn pipeline(conn: &mut Conn, reqs: &[Req]) -> Vec<u16> {
 /// channel count and the zone's bytes come back to their baseline (every
 /// listener-only channel freed), each worker's RSS grows less than 4 MiB
 /// after a warm-up round; a follower and a publisher on another channel go
-/// on unaffected (every message delivered, publishes answered in < 2 s).
+/// on unaffected (every message delivered, publishes answered in < 3 s).
 fn random_id_flood(workers: usize) {
     let _g = heavy();
     let ngx = Conf::new(workers)
