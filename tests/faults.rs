@@ -129,9 +129,11 @@ fn run_load(
     // channel info and in push_stats (a dead worker's gauges dropped out).
     wait_held(ngx, &held, Duration::from_secs(30));
     let total: u64 = held.values().sum();
-    ngx.scrape_until(Duration::from_secs(30), "push_stats counts every follower", |m| {
-        m.listeners_total() == total
-    });
+    ngx.scrape_until(
+        Duration::from_secs(30),
+        "push_stats counts every follower",
+        |m| m.listeners_total() == total,
+    );
     publish_end(ngx, &channels, PROMPT);
     let followers: Vec<FollowerReport> = handles
         .into_iter()
@@ -801,7 +803,10 @@ fn slow_readers(workers: usize) {
             2 => Transport::EventSource,
             _ => Transport::WebSocket,
         };
-        slow.push(slow_client(ngx.listener_port, &raw_listener_request(t, &big)));
+        slow.push(slow_client(
+            ngx.listener_port,
+            &raw_listener_request(t, &big),
+        ));
     }
     ngx.wait_subscribers(&big, fast_held + 200);
     let mut calm = ngx.listener();
@@ -864,7 +869,7 @@ fn slow_readers(workers: usize) {
     for c in slow {
         c.abort();
     }
-    publish_end(&ngx, &[big.clone()], PROMPT);
+    publish_end(&ngx, std::slice::from_ref(&big), PROMPT);
     let reports: Vec<FollowerReport> = followers
         .into_iter()
         .map(|(_, h)| h.join().unwrap())
