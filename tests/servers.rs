@@ -325,6 +325,7 @@ fn redis_unreachable_at_start() {
         .http(&format!(
             "push_redis redis://127.0.0.1:{port}; push_redis_connect_timeout 200ms;"
         ))
+        .with_stats()
         .start();
     let r = ngx.post("u", b"x");
     assert_eq!(r.status, 503, "{}", r.text());
@@ -337,7 +338,12 @@ fn redis_unreachable_at_start() {
     );
     assert!(ngx.error_log().contains("[error]"), "the outage is logged");
     let redis = RedisServer::start_on(port, RedisOpts::default());
-    wait_until(PROMPT, "nginx reconnects", || ngx.info("u").status != 503);
+    // Every worker, not just the one a probe reaches: each reconnects on
+    // its own backoff, and a POST to one still waiting gets 503.
+    let up = format!("nginx_push_redis_up{{redis=\"127.0.0.1:{port}\"}}");
+    ngx.scrape_until_prompt("every worker reconnected", |m| {
+        m.samples.get(&up) == Some(&1.0)
+    });
     ngx.wait_subscribers("u", 1);
     assert_eq!(ngx.post("u", b"after").status, 201);
     assert_eq!(held.recv(PROMPT).text(), "after");
