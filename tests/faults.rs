@@ -364,8 +364,9 @@ fn rss_total(rss: &BTreeMap<i32, u64>) -> u64 {
 /// nothing is left: channel info finds no listener (listener-only channels
 /// are gone), `push_stats` counts only the one listener that stayed, the
 /// zone's bytes are back to their baseline (with one worker exactly; with
-/// four within 4 slab pages), and each worker's RSS grew less than 4 MiB
-/// from the first burst on, less than 2 MiB over the second half. The
+/// four within 4 slab pages), and the workers' RSS stays bounded (one
+/// worker: less than 2 MiB of growth after the first burst, 1 MiB over the
+/// second half; four: 6 MiB each, 10 MiB together). The
 /// listener that stayed got every message published to it during the
 /// storm, within 3 s.
 fn abort_storm(workers: usize) {
@@ -506,17 +507,32 @@ location /nostore { set $push_id $arg_channel; push_sender; push_message_buffer_
         rss_total(&rss_end),
     );
     // Worker memory: the first burst warms nginx's and the allocator's
-    // pools; from then on each worker grows less than 4 MiB, and less than
-    // 2 MiB over the second half (5,000 listeners: a leak of 400 bytes per
-    // listener would show).
+    // pools (a burst's 500 connections at once). With one worker every
+    // burst lands on it: from then on it grows less than 2 MiB, and less
+    // than 1 MiB over the second half (5,000 listeners: a leak of 200 bytes
+    // per listener would show). With four, the kernel spreads each burst
+    // differently, and a worker that takes more of a later burst than of
+    // the first keeps that peak's pools: each grows less than 6 MiB, all
+    // together less than 10 MiB.
+    let (per_worker, half_way, all) = if workers == 1 {
+        (2 * 1024, 1024, 2 * 1024)
+    } else {
+        (6 * 1024, 6 * 1024, 10 * 1024)
+    };
     for (pid, kb) in &rss_end {
         let warm = rss_warm.get(pid).copied().unwrap_or(0);
         let half = rss_half.get(pid).copied().unwrap_or(0);
         assert!(
-            *kb <= warm + 4 * 1024 && *kb <= half + 2 * 1024,
+            *kb <= warm + per_worker && *kb <= half + half_way,
             "worker {pid}: RSS {warm} KiB after the first burst, {half} KiB half-way, {kb} KiB after {bursts}"
         );
     }
+    assert!(
+        rss_total(&rss_end) <= rss_total(&rss_warm) + all,
+        "the workers' RSS: {} KiB after the first burst, {} KiB after {bursts}",
+        rss_total(&rss_warm),
+        rss_total(&rss_end)
+    );
     assert!(calm_latency < Duration::from_secs(3), "{calm_latency:?}");
     drop(calm);
     ngx.stop_and_check();
@@ -629,9 +645,10 @@ fn fill_round(
 ///   held on a third channel stays held and is served once there is room;
 /// - when the messages expire (`push_message_timeout 4s`) the zone takes
 ///   publishes again: the second fill gets at least 90% as many in as the
-///   first, and the zone's bytes after the second expiry are no more than
-///   after the first (what stays is capacity kept by live channels, not a
-///   leak; see RELIABILITY.md).
+///   first; what stays used after expiry is capacity kept by the live
+///   channels (within a page per channel from one fill to the next), and
+///   deleting the channels gives the zone back its level before the fills
+///   (see RELIABILITY.md).
 fn zone_exhaustion(workers: usize) {
     let _g = heavy();
     let ngx = Conf::new(workers)
@@ -703,8 +720,12 @@ fn zone_exhaustion(workers: usize) {
         n2 * 10 >= n1 * 9,
         "room back after expiry: {n1} then {n2} accepted"
     );
+    // What stays after expiry is the live channels' message vectors at the
+    // capacity of their fullest moment (a channel that takes more of the
+    // second fill keeps a little more): a page per channel at most. Whether
+    // any of it is a leak is settled below, once the channels are deleted.
     assert!(
-        after2.zone_used() <= after1.zone_used(),
+        after2.zone_used() <= after1.zone_used() + 4 * 4096,
         "zone bytes after the first expiry {}, after the second {}",
         after1.zone_used(),
         after2.zone_used()
@@ -732,7 +753,8 @@ fn zone_exhaustion(workers: usize) {
         refused
     );
     // What stayed belongs to the four live channels: deleting them (and
-    // the quiet one) gives the zone back its level before the fills.
+    // the quiet one) gives the zone back its level before the fills (no
+    // leak).
     for ch in channels.iter().map(String::as_str).chain(["quiet"]) {
         let r = ngx.sender().request(&Req::new("DELETE", &chan_path(ch)));
         assert_eq!(r.status, 200, "DELETE {ch}");
@@ -977,7 +999,8 @@ fn pipeline(conn: &mut Conn, reqs: &[Req]) -> Vec<u16> {
 /// `push_listener_timeout` (304). Memory stays bounded: the channel count
 /// and the zone's bytes come back to their baseline (every listener-only
 /// channel freed; with four workers within 4 slab pages), each worker's RSS
-/// grows less than 4 MiB after a warm-up round; a follower and a publisher
+/// grows less than 2 MiB after a warm-up round (four workers: 8 MiB, as the
+/// held connections spread differently each round); a follower and a publisher
 /// on another channel go on unaffected (every message delivered, publishes
 /// answered in < 3 s).
 fn random_id_flood(workers: usize) {
@@ -1095,7 +1118,12 @@ fn random_id_flood(workers: usize) {
         pubs.accepted_total(),
         pubs.max_latency,
     );
-    assert!(growth < 4 * 1024, "a worker grew {growth} KiB");
+    // One worker takes every connection of both rounds: a tight bound.
+    // With four, the 1,200 held connections land differently in each round,
+    // and a worker that gets more of them than in the warm-up keeps that
+    // peak's pools.
+    let bound = if workers == 1 { 2 * 1024 } else { 8 * 1024 };
+    assert!(growth < bound, "a worker grew {growth} KiB");
     ngx.stop_and_check();
 }
 
