@@ -125,3 +125,72 @@ fn http_dates_round_trip() {
         "Wed, 26 Nov 2025 15:13:20 GMT"
     );
 }
+
+/// The fault tests' delivery check (`common::load::check_channel`) finds
+/// every kind of wrong delivery, and passes a right one: otherwise the
+/// fault suite could not fail.
+#[test]
+fn the_delivery_check_finds_what_is_wrong() {
+    use common::load::*;
+    let report = |toks: &[&str]| FollowerReport {
+        transport: Transport::LongPoll,
+        channel: "c".into(),
+        got: toks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((100, i as u64), t.to_string()))
+            .chain(std::iter::once(((101, 0), END.to_string())))
+            .collect(),
+        reconnects: 0,
+        not_modified: 0,
+        timeouts: 0,
+        workers: Default::default(),
+        failure: None,
+    };
+    let accepted: Vec<String> = ["p0-0", "p1-0", "p0-1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let unknown = vec!["p1-1".to_string()];
+    let check = |fs: &[FollowerReport]| {
+        let refs: Vec<&FollowerReport> = fs.iter().collect();
+        check_channel("c", &refs, &accepted, &unknown)
+    };
+    let right = report(&["p0-0", "p1-0", "p0-1"]);
+    assert!(check(&[right.clone(), right.clone()]).is_empty());
+    // An unanswered publish may arrive (once).
+    assert!(check(&[report(&["p0-0", "p1-0", "p1-1", "p0-1"])]).is_empty());
+    let wrong = [
+        ("missing", report(&["p0-0", "p0-1"])),
+        ("twice", report(&["p0-0", "p1-0", "p1-0", "p0-1"])),
+        ("out of order", report(&["p0-1", "p1-0", "p0-0"])),
+        ("never published", report(&["p0-0", "p1-0", "p0-1", "p7-0"])),
+    ];
+    for (what, r) in wrong {
+        assert!(!check(&[r]).is_empty(), "{what} not found");
+    }
+    // Followers of one channel that saw different sequences.
+    let other = report(&["p1-0", "p0-0", "p0-1"]);
+    assert!(
+        !check(&[right.clone(), other]).is_empty(),
+        "different orders"
+    );
+    // A follower that stopped short, or failed.
+    let mut short = right.clone();
+    short.got.pop();
+    assert!(!check(&[short]).is_empty(), "no end");
+    let mut failed = right;
+    failed.failure = Some("not the next message".into());
+    assert!(!check(&[failed]).is_empty(), "a failure");
+    // The pieces the followers check as they go.
+    assert!(is_successor((5, 1), (5, 2)) && is_successor((5, 9), (6, 0)));
+    assert!(
+        !is_successor((5, 1), (5, 3))
+            && !is_successor((5, 1), (6, 1))
+            && !is_successor((5, 1), (4, 0))
+    );
+    assert_eq!(token_of(&make_body("p3-9", 100)).unwrap(), "p3-9");
+    let mut damaged = make_body("p3-9", 100);
+    damaged.replace_range(20..21, "#");
+    assert!(token_of(&damaged).is_err());
+}

@@ -7,6 +7,11 @@
 #![allow(dead_code)]
 
 pub mod browser;
+/// Fault-tolerant load: cursor-following listeners of every transport and
+/// publishers that record what was answered (tests/faults.rs, the soak).
+pub mod load;
+/// `push_stats` scrapes and worker memory (/proc).
+pub mod metrics;
 /// A real redis-server for the `push_redis` tests.
 pub mod redis;
 pub mod stream;
@@ -48,6 +53,7 @@ mod sys {
     pub const SIGTERM: c_int = 15;
     pub const SOL_SOCKET: c_int = 1;
     pub const SO_LINGER: c_int = 13;
+    pub const SO_RCVBUF: c_int = 8;
     #[repr(C)]
     pub struct Linger {
         pub onoff: c_int,
@@ -259,6 +265,11 @@ pub struct Conf {
     pub whole: Option<String>,
     /// Symbolic links made in the prefix before start (name, target).
     pub links: Vec<(String, PathBuf)>,
+    /// `events { worker_connections N; }` (1024 unless raised).
+    pub worker_connections: usize,
+    /// The error log's level (`info` unless changed: a long run can keep
+    /// `notice`, where every alert still shows).
+    pub log_level: String,
 }
 
 impl Conf {
@@ -276,6 +287,8 @@ impl Conf {
             reuseport: false,
             whole: None,
             links: Vec::new(),
+            worker_connections: 1024,
+            log_level: "info".to_string(),
         }
     }
 
@@ -353,6 +366,17 @@ impl Conf {
         self.reuseport = true;
         self
     }
+    /// Raises (or lowers) `worker_connections` for tests holding many
+    /// connections per worker.
+    pub fn worker_connections(mut self, n: usize) -> Conf {
+        self.worker_connections = n;
+        self
+    }
+    /// The error log's level.
+    pub fn log_level(mut self, level: &str) -> Conf {
+        self.log_level = level.to_string();
+        self
+    }
 
     /// Renders the configuration for `prefix` and `ports` (at least 2).
     pub fn render(&self, prefix: &Path, ports: &[u16]) -> String {
@@ -372,12 +396,16 @@ impl Conf {
         let _ = writeln!(s, "master_process on;");
         let _ = writeln!(s, "worker_processes {};", self.workers);
         let _ = writeln!(s, "pid {p}/logs/nginx.pid;");
-        let _ = writeln!(s, "error_log {p}/logs/error.log info;");
+        let _ = writeln!(s, "error_log {p}/logs/error.log {};", self.log_level);
         if self.load_module {
             let _ = writeln!(s, "load_module {};", module_so().display());
         }
         s.push_str(&self.main);
-        let _ = writeln!(s, "events {{ worker_connections 1024; }}");
+        let _ = writeln!(
+            s,
+            "events {{ worker_connections {}; }}",
+            self.worker_connections
+        );
         let _ = writeln!(s, "http {{");
         let _ = writeln!(s, "access_log {p}/logs/access.log;");
         let _ = writeln!(s, "client_body_temp_path {p}/client_body_temp;");
@@ -1443,6 +1471,24 @@ impl Conn {
         };
         assert_eq!(rc, 0, "setsockopt SO_LINGER");
         drop(self);
+    }
+
+    /// Shrinks the socket's receive buffer (a client that reads slowly, or
+    /// not at all, then holds the server's writes back sooner).
+    pub fn set_recv_buffer(&self, bytes: i32) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: valid fd owned by self.stream, pointer to a live int of
+        // the size passed.
+        let rc = unsafe {
+            sys::setsockopt(
+                self.stream.as_raw_fd(),
+                sys::SOL_SOCKET,
+                sys::SO_RCVBUF,
+                &bytes as *const i32 as *const std::os::raw::c_void,
+                4,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
     }
 
     /// The socket and whatever was read from it but not consumed (for a

@@ -67,8 +67,34 @@ impl EventStream {
     }
 
     /// Send raw request bytes (another HTTP version, say).
-    pub fn start(mut stream: TcpStream, buf: Vec<u8>, request: &[u8]) -> EventStream {
-        stream.write_all(request).expect("send");
+    pub fn start(stream: TcpStream, buf: Vec<u8>, request: &[u8]) -> EventStream {
+        Self::try_start(stream, buf, request, PROMPT).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `open` for clients that must survive a server going away (a killed
+    /// worker, a reload): the error instead of a panic.
+    pub fn try_open(
+        port: u16,
+        path: &str,
+        extra: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<EventStream, String> {
+        let stream =
+            TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+        stream.set_nodelay(true).ok();
+        Self::try_start(stream, Vec::new(), &es_request(path, extra), timeout)
+    }
+
+    /// `start`, returning what went wrong instead of panicking.
+    pub fn try_start(
+        mut stream: TcpStream,
+        buf: Vec<u8>,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<EventStream, String> {
+        stream
+            .write_all(request)
+            .map_err(|e| format!("send: {e}"))?;
         let mut es = EventStream {
             stream,
             raw: buf,
@@ -79,8 +105,13 @@ impl EventStream {
             chunk: Chunk::Size,
             ended: false,
         };
-        es.read_head(Instant::now() + PROMPT);
-        es
+        es.read_head(Instant::now() + timeout)?;
+        Ok(es)
+    }
+
+    /// The socket (to reset it, say).
+    pub fn socket(&self) -> &TcpStream {
+        &self.stream
     }
 
     fn fill(&mut self, end: Instant) -> io::Result<bool> {
@@ -109,7 +140,7 @@ impl EventStream {
         }
     }
 
-    fn read_head(&mut self, end: Instant) {
+    fn read_head(&mut self, end: Instant) -> Result<(), String> {
         loop {
             if let Some(i) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") {
                 self.head = String::from_utf8_lossy(&self.raw[..i]).into_owned();
@@ -118,10 +149,12 @@ impl EventStream {
             }
             match self.fill(end) {
                 Ok(true) => {}
-                other => panic!(
-                    "no response head: {other:?} {:?}",
-                    String::from_utf8_lossy(&self.raw)
-                ),
+                other => {
+                    return Err(format!(
+                        "no response head: {other:?} {:?}",
+                        String::from_utf8_lossy(&self.raw)
+                    ))
+                }
             }
         }
         self.status = self
@@ -146,6 +179,7 @@ impl EventStream {
             self.body = self.raw.drain(..n.min(self.raw.len())).collect();
             self.ended = true;
         }
+        Ok(())
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -213,25 +247,34 @@ impl EventStream {
     /// The next event or comment, or `End`; `None` if nothing arrives
     /// within `timeout`.
     pub fn next(&mut self, timeout: Duration) -> Option<Item> {
+        self.try_next(timeout).ok().flatten()
+    }
+
+    /// `next`, telling a timeout (`Ok(None)`) from a broken connection
+    /// (`Err`).
+    pub fn try_next(&mut self, timeout: Duration) -> io::Result<Option<Item>> {
         let end = Instant::now() + timeout;
         loop {
             self.decode();
             if let Some(i) = self.body.windows(2).position(|w| w == b"\n\n") {
                 let raw: Vec<u8> = self.body.drain(..i + 2).take(i).collect();
-                return Some(parse_item(raw));
+                return Ok(Some(parse_item(raw)));
             }
             if self.ended && self.body.is_empty() {
-                return Some(Item::End);
+                return Ok(Some(Item::End));
             }
             match self.fill(end) {
                 Ok(true) => {}
                 Ok(false) => {
+                    // Closed. What is left is an event cut short (its
+                    // server died in the middle of it): dropped, as a
+                    // browser drops it. (Waiting for more would spin.)
                     self.ended = true;
-                    if self.body.is_empty() {
-                        return Some(Item::End);
-                    }
+                    self.body.clear();
+                    return Ok(Some(Item::End));
                 }
-                Err(_) => return None,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(None),
+                Err(e) => return Err(e),
             }
         }
     }
