@@ -28,7 +28,8 @@ use super::request::Req;
 
 const ERROR: ngx_int_t = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
 
-fn ngx_level(level: Level) -> ngx_uint_t {
+/// nginx's log level for a relay log line.
+pub(crate) fn ngx_level(level: Level) -> ngx_uint_t {
     (match level {
         Level::Alert => NGX_LOG_ALERT,
         Level::Error => NGX_LOG_ERR,

@@ -13,11 +13,9 @@ use nginx_sys::{
     getsockopt, ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_current_msec,
     ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_handle_read_event,
     ngx_handle_write_event, ngx_int_t, ngx_log_t, ngx_msec_t, ngx_peer_connection_t, ngx_str_t,
-    socklen_t, NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE,
-    NGX_LOG_WARN, NGX_OK, SOL_SOCKET, SO_ERROR,
+    socklen_t, NGX_AGAIN, NGX_ERROR, NGX_OK, SOL_SOCKET, SO_ERROR,
 };
 use push_relay::backend::OpId;
-use push_relay::outcome::Level;
 use push_relay::redis::backend::{Completion, RedisBackend, RedisConfig, COUNTS_MS, KEYS_ABOVE};
 use push_relay::relay::Effects;
 
@@ -25,6 +23,7 @@ use super::ops;
 use super::waiting::{self, Waiter};
 use super::worker::with;
 use crate::conf::{Endpoint, MainConf, RedisAddr};
+use crate::http::response::ngx_level;
 
 /// Each endpoint's listeners get keys from their own range.
 const KEY_RANGE_BITS: u32 = 48;
@@ -58,16 +57,6 @@ pub struct RedisConn {
 fn now_ms() -> u64 {
     // SAFETY: nginx's cached clock, updated by this thread's event loop.
     unsafe { ngx_current_msec as u64 }
-}
-
-fn ngx_level(level: Level) -> usize {
-    (match level {
-        Level::Alert => NGX_LOG_ALERT,
-        Level::Error => NGX_LOG_ERR,
-        Level::Warn => NGX_LOG_WARN,
-        Level::Notice => NGX_LOG_NOTICE,
-        Level::Info => NGX_LOG_INFO,
-    }) as usize
 }
 
 fn timer(
