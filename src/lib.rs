@@ -19,6 +19,8 @@
 //! (a stream's buffers and timers) and `module`, each block with its
 //! `SAFETY`; the handlers have it only at their entry.
 #![deny(unsafe_op_in_unsafe_fn)]
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod conf;
 mod handler;

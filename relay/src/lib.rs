@@ -16,6 +16,7 @@
 //! The nginx module (the crate one level up) only reads requests, calls in
 //! here and writes what comes back.
 #![cfg_attr(not(test), forbid(unsafe_code))]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod backend;
 pub mod conf;

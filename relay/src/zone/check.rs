@@ -440,7 +440,7 @@ mod tests {
     fn a_copy_remove_had_not_cut_off_is_let_go_of_without_a_double_free() {
         let (mut s, _, _) = busy();
         let c = s.find_mut(b"c\x01").unwrap();
-        // SAFETY (test): a bitwise copy, as Vec::remove leaves one when its
+        // SAFETY: (a test) a bitwise copy, as Vec::remove leaves one when its
         // process dies between the copy and the length update; repair must
         // forget one of the two, or dropping the store frees twice.
         let twin = unsafe { core::ptr::read(&c.stored[0]) };
