@@ -69,7 +69,8 @@ pub const KEYS_ABOVE: Key = 1 << 62;
 /// How often, at most, the count changes of this worker's listeners go to
 /// Redis (one `register` per channel for all of them): a long-poll
 /// listener that comes back after its message, to a channel this worker is
-/// subscribed to and counted on, is held without a round trip to Redis.
+/// subscribed to and counted on (or whose listen is on its way), is held
+/// without a round trip to Redis.
 pub const COUNTS_MS: u64 = 50;
 
 /// A message whose stored form is longer than this is announced by key
@@ -142,6 +143,10 @@ struct Waiter {
     yields: bool,
     transport: Transport,
     authorized_only: bool,
+    /// Once its script has run the channel exists in Redis, whatever the
+    /// reply (it holds, or it finds a message or another listener): a
+    /// holding listen that authorized-only cannot refuse.
+    vouches: bool,
 }
 
 #[derive(Debug)]
@@ -258,6 +263,8 @@ struct Chan {
     max_seq: Seq,
     /// Listen scripts in flight.
     listens: u32,
+    /// Of those, the ones that [vouch](Waiter::vouches) for the channel.
+    vouching: u32,
     /// Operations in flight.
     ops: u32,
     /// A resync is in flight: announcements wait in `deferred`.
@@ -527,6 +534,7 @@ impl RedisBackend {
         for c in st.chans.values_mut() {
             c.subscribed = false;
             c.listens = 0;
+            c.vouching = 0;
             c.ops = 0;
             c.catching_up = false;
             c.deferred.clear();
@@ -674,6 +682,7 @@ impl State {
                 inc: None,
                 max_seq: 0,
                 listens: 0,
+                vouching: 0,
                 ops: 0,
                 catching_up: false,
                 deferred: Vec::new(),
@@ -758,7 +767,8 @@ impl State {
     /// A listener answered without a round trip to Redis, when this worker
     /// knows all it needs: the channel is subscribed, its newest message is
     /// known and the cursor is past it (nothing to fetch), Redis already
-    /// counts this worker's listeners there, and the location's rules need
+    /// counts this worker's listeners there or a listen that makes sure
+    /// the channel exists is on its way, and the location's rules need
     /// no exact count (`broadcast`, no subscriber limit, not
     /// authorized-only). Held (or, for interval-poll, `304`) at once; the
     /// count change goes with the next [`RedisBackend::flush_counts`].
@@ -771,9 +781,12 @@ impl State {
     ) -> Option<Listened> {
         let c = self.chans.get_mut(&serial)?;
         let r = &req.rules;
+        // Counted on the channel, or a listen that makes sure it exists
+        // goes ahead of the count change (one connection keeps the order):
+        // the `+1` then finds the channel in Redis.
         if !c.subscribed
             || c.catching_up
-            || c.counted <= 0
+            || (c.counted <= 0 && c.vouching == 0)
             || r.concurrency != Concurrency::Broadcast
             || r.max_subscribers != 0
             || r.authorized_only
@@ -807,6 +820,7 @@ impl State {
         self.op_done(serial);
         if let Some(c) = self.chans.get_mut(&serial) {
             c.listens = c.listens.saturating_sub(1);
+            c.vouching = c.vouching.saturating_sub(u32::from(w.vouches));
         }
         if !hold {
             return Completion::Listen(Err(Refusal::Unavailable));
@@ -1228,6 +1242,7 @@ impl State {
                 self.op_done(serial);
                 if let Some(c) = self.chans.get_mut(&serial) {
                     c.listens = c.listens.saturating_sub(1);
+                    c.vouching = c.vouching.saturating_sub(u32::from(w.vouches));
                 }
                 let out = match scripts::listen_reply(f) {
                     Err(_) => Err(self.bad_reply("listen", f)),
@@ -1435,6 +1450,7 @@ impl Backend for Scoped<'_> {
             yields: req.rules.concurrency == Concurrency::Last,
             transport: req.transport,
             authorized_only: req.rules.authorized_only,
+            vouches: req.transport.holds() && !req.rules.authorized_only,
         };
         let hold = req.transport.holds();
         if client.phase() == Phase::Ready {
@@ -1448,6 +1464,7 @@ impl Backend for Scoped<'_> {
             if let Some(c) = st.chans.get_mut(&serial) {
                 // Balanced by `listen_offline`.
                 c.listens += 1;
+                c.vouching += u32::from(w.vouches);
                 c.ops += 1;
             }
             return match st.listen_offline(op, serial, w, hold) {
@@ -1457,6 +1474,7 @@ impl Backend for Scoped<'_> {
         }
         if let Some(c) = st.chans.get_mut(&serial) {
             c.listens += 1;
+            c.vouching += u32::from(w.vouches);
             c.ops += 1;
         }
         st.submit(
@@ -1769,6 +1787,42 @@ mod tests {
     }
 
     #[test]
+    fn listeners_back_behind_one_that_asks_redis_are_held_here() {
+        let mut b = ready();
+        later(listen(&mut b, Transport::LongPoll, Cursor::default()));
+        b.input(&first_held(1), 2, &mut Effects::default());
+        b.output().clear();
+        // Its message answers it, and its count goes back to Redis before
+        // it is back: Redis counts none of this worker's listeners.
+        let mut ann = b"M2:".to_vec();
+        ann.extend(record(101, 0, b"m"));
+        b.input(&push(&ann), 3, &mut Effects::default());
+        b.flush_counts();
+        b.output().clear();
+        let after = Cursor::after(MsgId { time: 101, tag: 0 });
+        // An interval-poll does not make sure the channel exists...
+        later(listen(&mut b, Transport::IntervalPoll, after));
+        b.output().clear();
+        later(listen(&mut b, Transport::LongPoll, after));
+        let out = String::from_utf8_lossy(b.output()).into_owned();
+        assert_eq!(out.matches("EVALSHA").count(), 1, "asked: {out}");
+        b.output().clear();
+        // ...a long-poll does: the ones back behind it are held here, and
+        // their +3 goes to Redis after its script, in one command.
+        for _ in 0..3 {
+            assert!(matches!(
+                listen(&mut b, Transport::LongPoll, after),
+                Step::Ready(Ok(Listened::Held { .. }))
+            ));
+        }
+        assert!(b.output().is_empty(), "no round trip");
+        b.flush_counts();
+        let out = String::from_utf8_lossy(b.output()).into_owned();
+        assert_eq!(out.matches("EVALSHA").count(), 1, "{out}");
+        assert!(out.contains("$1\r\n3\r\n"), "{out}");
+    }
+
+    #[test]
     fn a_listener_past_the_newest_message_is_held_without_asking_redis() {
         let mut b = ready();
         later(listen(&mut b, Transport::LongPoll, Cursor::default()));
@@ -1808,11 +1862,17 @@ mod tests {
         assert_eq!(out.matches("EVALSHA").count(), 1, "{out}");
         assert!(out.contains("$2\r\n-2\r\n"), "two answered: {out}");
         b.output().clear();
-        // Redis counts none of this worker's listeners now: it is asked.
+        // Redis counts none of this worker's listeners now, but the third
+        // listener's script is on its way (the channel exists once it has
+        // run): one past the newest is held here.
         let after_new = Cursor::after(MsgId { time: 101, tag: 0 });
-        later(listen(&mut b, Transport::LongPoll, after_new));
-        // The count change that went ahead of it, then the third
-        // listener's script answer (held in Redis's count)...
+        assert!(matches!(
+            listen(&mut b, Transport::LongPoll, after_new),
+            Step::Ready(Ok(Listened::Held { .. }))
+        ));
+        assert!(b.output().is_empty(), "no round trip");
+        // The count change sent before, then the third listener's script
+        // answer (held in Redis's count)...
         let mut replies = b"*2\r\n:1\r\n$3\r\n1.1\r\n".to_vec();
         replies.extend(held_reply(3));
         let done = b.input(&replies, 4, &mut Effects::default());
