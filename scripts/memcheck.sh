@@ -9,7 +9,9 @@
 #               EventSource and WebSocket (bad frames, slow readers,
 #               pings, close), HTTP/2, the fault-injection paths, every
 #               directive's refusals (nginx -t), load across workers with
-#               a reload in the middle
+#               a reload in the middle, several servers through Redis
+#               (real redis-servers: restarts, kills, stalls), push_stats,
+#               workers killed inside the zone's lock and the recovery
 #   --quick     a subset of it, about 1.5 minutes (scripts/test.sh runs it)
 #   TEST-FILE   tests/TEST-FILE.rs instead, optionally only the tests whose
 #               names contain FILTER (e.g. websocket:bad_frames)
@@ -44,7 +46,7 @@ cd "$(dirname "$0")/.."
 full=(
     listener sender lifecycle delivery cursor msghttp memory
     eventsource websocket http2 failure_paths concurrency aliases
-    conf peers stress
+    conf peers stress servers stats crash
     ~memory:message_timeout:: ~memory:zone_full_recovers_after_expiry::
     ~eventsource:pings_when_idle ~eventsource:idle_timeout_ends_cleanly
     ~websocket:server_pings ~websocket:idle_timeout_closes_with_1001
@@ -52,7 +54,8 @@ full=(
     ~aliases:subscriber_timeout::
 )
 # One of each kind of path (hold, deliver, wake-up across workers, abort,
-# timeout, reload, 507, message/http, streams with bad frames, HTTP/2).
+# timeout, reload, 507, message/http, streams with bad frames, HTTP/2,
+# Redis, stats, recovery after a worker died holding the lock).
 quick=(
     lifecycle:abort_while_held lifecycle:reload_answers_held
     delivery:hold_and_deliver delivery:many_rounds_cross_worker
@@ -62,6 +65,8 @@ quick=(
     eventsource:a_slow_reader eventsource:headers_and_hello::workers_4
     websocket:bad_client_frames websocket:pings_data_and_close
     http2:workers_4 ~listener:listener_timeout::workers_4
+    servers:across_servers::workers_4 stats:counters_and_gauges_follow_the_traffic::workers_4
+    crash:killed_with_the_message_stored_but_nobody_told
 )
 sel=("${full[@]}")
 report_only=
