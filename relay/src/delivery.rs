@@ -108,14 +108,16 @@ impl Delivery {
 
     /// The WebSocket frame of this message, bare or in nchan's `ws+meta`
     /// framing, for a listener location whose `default_type` is
-    /// `default_type`. Shared by every stream that asks with the first
-    /// default type it was built for; built afresh for another.
+    /// `default_type`. Shared by every stream that receives the same media
+    /// type as the first (all of them, unless the message has no type of
+    /// its own and locations differ in `default_type`); built afresh for
+    /// another.
     pub fn websocket_frame(&self, meta: bool, default_type: &[u8]) -> Cow<'_, [u8]> {
-        let build =
-            || websocket::message_frame(self.id, self.media_type(default_type), self.body(), meta);
+        let ty = self.media_type(default_type);
+        let build = || websocket::message_frame(self.id, ty, self.body(), meta);
         let (for_type, frame) =
-            self.websocket[usize::from(meta)].get_or_init(|| (default_type.to_vec(), build()));
-        if for_type == default_type {
+            self.websocket[usize::from(meta)].get_or_init(|| (ty.to_vec(), build()));
+        if for_type == ty {
             Cow::Borrowed(frame)
         } else {
             Cow::Owned(build())
@@ -185,6 +187,11 @@ mod tests {
         assert!(matches!(a, Cow::Borrowed(_)));
         assert_eq!(&a[2..], b"id: 9:0\ncontent-type: application/json\n\n{}");
         assert_eq!(&d.websocket_frame(false, b"text/plain")[2..], b"{}");
+        // A message with its own type: one frame for every location.
+        assert!(matches!(
+            d.websocket_frame(true, b"text/html"),
+            Cow::Borrowed(_)
+        ));
         let plain = Delivery::new(MsgId::default(), Vec::new(), Vec::new(), b"x".to_vec());
         assert_eq!(plain.media_type(b"text/html"), b"text/html");
         let first = plain.websocket_frame(true, b"text/html");

@@ -47,8 +47,7 @@ struct LocalChannel {
 #[derive(Debug, Default)]
 pub struct Registry {
     channels: HashMap<u64, LocalChannel>,
-    count: usize,
-    /// `count` by transport (`Transport::ALL` order).
+    /// Listeners held, by transport (`Transport::ALL` order).
     by_transport: [usize; 4],
     /// Emptied listener lists kept for reuse: a channel whose thousands of
     /// listeners are answered at once and come straight back would
@@ -62,11 +61,11 @@ const SPARE_MIN_CAPACITY: usize = 64;
 
 impl Registry {
     pub fn len(&self) -> usize {
-        self.count
+        self.by_transport.iter().sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
 
     pub(crate) fn hold(&mut self, chan: ChanKey, held: Held) {
@@ -80,7 +79,6 @@ impl Registry {
             });
         self.by_transport[held.transport as usize] += 1;
         ch.held.push(held);
-        self.count += 1;
     }
 
     /// Held listeners by transport (`Transport::ALL` order).
@@ -98,7 +96,6 @@ impl Registry {
         };
         let h = ch.held.remove(i);
         self.by_transport[h.transport as usize] -= 1;
-        self.count -= 1;
         if ch.held.is_empty() {
             self.drop_channel(serial);
         }
@@ -136,7 +133,6 @@ impl Registry {
             true
         });
         let left = before - ch.held.len();
-        self.count -= left;
         if ch.held.is_empty() {
             self.drop_channel(serial);
         }
@@ -184,9 +180,7 @@ impl Registry {
         if ch.held.is_empty() {
             self.drop_channel(serial);
         }
-        let n = out.len() - before;
-        self.count -= n;
-        n as u32
+        (out.len() - before) as u32
     }
 
     fn drop_channel(&mut self, serial: u64) {
@@ -201,7 +195,7 @@ impl Registry {
 
     /// Take every listener of every channel (the worker is exiting).
     pub(crate) fn drain(&mut self) -> Vec<(ChanKey, Key)> {
-        let mut all = Vec::with_capacity(self.count);
+        let mut all = Vec::with_capacity(self.len());
         for (serial, ch) in self.channels.drain() {
             let chan = ChanKey {
                 hash: ch.hash,
@@ -209,7 +203,6 @@ impl Registry {
             };
             all.extend(ch.held.iter().map(|h| (chan, h.key)));
         }
-        self.count = 0;
         self.by_transport = [0; 4];
         all
     }

@@ -104,10 +104,7 @@ impl Copies {
         body: &[u8],
     ) -> Option<MsgRef> {
         let start = self.bytes.len();
-        let need = content_type.len() + event.len() + body.len();
-        if self.bytes.capacity() - start < need || self.list.len() == self.list.capacity() {
-            self.want_bytes = self.want_bytes.max(start + need);
-            self.want_list = self.want_list.max(self.list.len() + 1);
+        if !self.has_room(1, content_type.len() + event.len() + body.len()) {
             return None;
         }
         // Within capacity: no extend reallocates.

@@ -210,9 +210,16 @@ impl<A: Allocator + Clone> Backend for ZoneBackend<'_, A> {
                         return Step::Ready(Err(Refusal::Internal));
                     };
                     for m in c.backlog(&req.cursor, req.now) {
-                        // Room was checked above; the listen may only have
-                        // expired some of what was counted.
-                        let _ = fx.copies.push(m.id, &m.content_type, &m.event, &m.body);
+                        // Room was checked above (the listen may only have
+                        // expired some of what was counted); were it short,
+                        // the cursor never moves past what was not sent.
+                        if fx
+                            .copies
+                            .push(m.id, &m.content_type, &m.event, &m.body)
+                            .is_none()
+                        {
+                            break;
+                        }
                         cursor = Cursor::after(m.id);
                     }
                 }

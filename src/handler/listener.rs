@@ -15,7 +15,7 @@ use push_relay::relay::MsgRef;
 use push_relay::request::{listener_op, ListenerOp};
 use push_relay::transport::{choose, Transport};
 
-use crate::conf::{self, Store};
+use crate::conf::{self, LocConf, Store};
 use crate::http::request::Req;
 use crate::runtime::ops::{self, Run};
 use crate::runtime::parked::{self, Parking};
@@ -42,11 +42,11 @@ struct Asked<'r> {
     origin: Option<&'r [u8]>,
 }
 
-fn asked<'r>(req: Req<'r>) -> Result<Asked<'r>, ngx_int_t> {
-    let Some((lcf, _)) = conf::of_request(req.ngx()) else {
-        return Err(ERROR);
-    };
-    let origin = req.allow_origin(lcf);
+fn asked<'r>(
+    req: Req<'r>,
+    lcf: &LocConf,
+    origin: Option<&'r [u8]>,
+) -> Result<Asked<'r>, ngx_int_t> {
     let rules = lcf.settings.listener();
     match choose(rules.transports, req.method(), &req.hints()) {
         Ok(transport) => Ok(Asked {
@@ -84,7 +84,7 @@ fn listen(req: Req<'_>) -> ngx_int_t {
     if worker::exiting() {
         return req.not_modified(origin);
     }
-    let a = match asked(req) {
+    let a = match asked(req, lcf, origin) {
         Ok(a) => a,
         Err(rc) => return rc,
     };
@@ -122,7 +122,10 @@ fn listen(req: Req<'_>) -> ngx_int_t {
 
 /// The listen completed (Redis): continue as if it had at once.
 fn resume(req: Req<'_>, c: Completion, msgs: &[Rc<Delivery>]) {
-    let rc = match (c, asked(req)) {
+    let Some((lcf, _)) = conf::of_request(req.ngx()) else {
+        return req.finalize_parked(ERROR);
+    };
+    let rc = match (c, asked(req, lcf, req.allow_origin(lcf))) {
         (Completion::Listen(out), Ok(a)) => listened(req, &a, out, msgs),
         (_, Err(rc)) => rc,
         _ => ERROR,

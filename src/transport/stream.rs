@@ -66,14 +66,22 @@ impl Sent {
         self.head = self.rest.pop_front();
         e
     }
+}
 
-    fn iter(&self) -> impl Iterator<Item = &(NonNull<ngx_chain_t>, Owner)> {
-        self.head.iter().chain(self.rest.iter())
-    }
+/// The whole span of a queued buffer (`start..end`; null for an empty one).
+///
+/// # Safety
+/// `cl` is a queued link of a stream, with its buffer.
+unsafe fn span(cl: NonNull<ngx_chain_t>) -> (usize, usize) {
+    // SAFETY: the caller's contract.
+    let b = unsafe { &*(*cl.as_ptr()).buf };
+    (b.start as usize, b.end as usize)
 }
 
 pub struct Stream {
     sent: Sent,
+    /// The bytes of every buffer in `sent`, sent or not.
+    queued: usize,
     /// Links (each with its buffer) that nginx is done with, chained
     /// through their own `next` (no allocation).
     free: *mut ngx_chain_t,
@@ -116,6 +124,7 @@ impl Stream {
         let now = now_ms();
         Some(Stream {
             sent: Sent::default(),
+            queued: 0,
             free: ptr::null_mut(),
             max_pending: rules.max_pending,
             idle_ms: rules.timeout_ms as ngx_msec_t,
@@ -202,6 +211,7 @@ impl Stream {
             }
             (*cl.as_ptr()).next = ptr::null_mut();
             self.sent.push_back((cl, owner));
+            self.queued += bytes.len();
             ngx_http_output_filter(req.raw(), cl.as_ptr())
         };
         self.last_out = now_ms();
@@ -209,6 +219,15 @@ impl Stream {
             self.ended = true;
         }
         self.after_output(rc)
+    }
+
+    /// Queue a frame built for this stream alone (it owns its bytes).
+    pub fn write_vec(&mut self, req: Req<'_>, v: Vec<u8>, last: bool) -> Result<(), Broken> {
+        // SAFETY: the vector's heap buffer, which does not move when the
+        // vector moves into the queue, where it stays until nginx has sent
+        // it.
+        let bytes = unsafe { core::slice::from_raw_parts(v.as_ptr(), v.len()) };
+        self.write(req, bytes, Owner::Own(v), last)
     }
 
     /// nginx wrote what it could: take back what it is done with, and
@@ -225,29 +244,28 @@ impl Stream {
     }
 
     /// Release the front buffers nginx has sent; what is still queued.
+    /// nginx sends them in order, so only the front one can be partly
+    /// sent: no walk over the queue of a slow reader.
     fn reap(&mut self) -> usize {
         // SAFETY: every queued link's buffer is ours, in the request pool.
         unsafe {
-            while let Some((cl, _)) = self.sent.front() {
+            while let Some(&(cl, _)) = self.sent.front() {
                 let b = &*(*cl.as_ptr()).buf;
                 // The empty last buffer is never reused: nginx may still
                 // hold it in its queue.
                 if b.pos != b.last || b.last_buf() != 0 {
-                    break;
+                    let (start, _) = span(cl);
+                    return self.queued - (b.pos as usize).saturating_sub(start);
                 }
+                let (start, end) = span(cl);
+                self.queued -= end - start;
                 if let Some((cl, owner)) = self.sent.pop_front() {
                     drop(owner);
                     (*cl.as_ptr()).next = self.free;
                     self.free = cl.as_ptr();
                 }
             }
-            self.sent
-                .iter()
-                .map(|(cl, _)| {
-                    let b = &*(*cl.as_ptr()).buf;
-                    b.last.offset_from(b.pos).max(0) as usize
-                })
-                .sum()
+            self.queued
         }
     }
 

@@ -123,15 +123,7 @@ fn write_message(req: Req<'_>, ws: &mut Ws, d: &Rc<Delivery>) -> Result<(), stre
     let frame = d.websocket_frame(ws.meta, default_type);
     match frame {
         std::borrow::Cow::Borrowed(f) => ws.stream.write(req, f, Owner::Shared(d.clone()), false),
-        std::borrow::Cow::Owned(f) => {
-            let ptr = f.as_ptr();
-            let len = f.len();
-            // The vector's heap bytes do not move when it moves into the
-            // queue.
-            // SAFETY: `ptr..ptr+len` is `f`'s buffer, kept by its owner.
-            let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
-            ws.stream.write(req, bytes, Owner::Own(f), false)
-        }
+        std::borrow::Cow::Owned(f) => ws.stream.write_vec(req, f, false),
     }
 }
 
@@ -165,17 +157,26 @@ pub fn deliver(req: Req<'_>, ctx: &HeldCtx, ws: &mut Ws, out: Out<'_>) {
                 stream::abort(req, why);
             }
         }
-        Out::Conflict => end(req, ctx, ws, CLOSE_CONFLICT, Owner::Static),
-        Out::Gone => end(req, ctx, ws, CLOSE_GONE, Owner::Static),
-        Out::Ended => end(req, ctx, ws, CLOSE_GOING_AWAY, Owner::Static),
+        Out::Conflict => end(req, ctx, ws, Close::Static(CLOSE_CONFLICT)),
+        Out::Gone => end(req, ctx, ws, Close::Static(CLOSE_GONE)),
+        Out::Ended => end(req, ctx, ws, Close::Static(CLOSE_GOING_AWAY)),
     }
 }
 
+/// The close frame a stream ends with.
+enum Close {
+    Static(&'static [u8]),
+    Echo(Vec<u8>),
+}
+
 /// Send a close frame and finish, lingering until the client closes.
-fn end(req: Req<'_>, ctx: &HeldCtx, ws: &mut Ws, close: &[u8], owner: Owner) {
+fn end(req: Req<'_>, ctx: &HeldCtx, ws: &mut Ws, close: Close) {
     with(|w| w.parked.remove(ctx.key));
     ws.stream.stop_timer();
-    let ok = ws.stream.write(req, close, owner, true);
+    let ok = match close {
+        Close::Static(b) => ws.stream.write(req, b, Owner::Static, true),
+        Close::Echo(v) => ws.stream.write_vec(req, v, true),
+    };
     req.fields().set_lingering_close(1);
     req.finalize_parked(if ok.is_ok() {
         NGX_OK as ngx_int_t
@@ -185,13 +186,8 @@ fn end(req: Req<'_>, ctx: &HeldCtx, ws: &mut Ws, close: &[u8], owner: Owner) {
 }
 
 /// The client went away: finish at once.
-fn gone(req: Req<'_>, ctx: &HeldCtx) {
-    ops::forget(ctx.store, ctx.chan, ctx.key);
-    with(|w| w.parked.remove(ctx.key));
-    if let Some(ws) = of(req) {
-        ws.stream.stop_timer();
-    }
-    req.finalize_parked(NGX_ERROR as ngx_int_t);
+fn gone(req: Req<'_>) {
+    stream::abort(req, stream::Broken::Failed);
 }
 
 unsafe extern "C" fn read_handler(r: *mut ngx_http_request_t) {
@@ -227,7 +223,7 @@ fn on_read(r: *mut ngx_http_request_t) {
     }
     // SAFETY: the live request's connection.
     let Some(recv) = (unsafe { (*c).recv }) else {
-        return gone(req, &ctx);
+        return gone(req);
     };
     loop {
         // SAFETY: the request's connection and its recv, into a buffer we own.
@@ -236,7 +232,7 @@ fn on_read(r: *mut ngx_http_request_t) {
             break;
         }
         if n <= 0 {
-            return gone(req, &ctx);
+            return gone(req);
         }
         ws.parser
             .get_or_insert_with(Box::default)
@@ -247,7 +243,7 @@ fn on_read(r: *mut ngx_http_request_t) {
     }
     // SAFETY: the connection's read event, re-armed after EAGAIN.
     if unsafe { ngx_handle_read_event((*c).read, 0) } != NGX_OK as ngx_int_t {
-        gone(req, &ctx);
+        gone(req);
     }
 }
 
@@ -256,36 +252,21 @@ fn handle(req: Req<'_>, ctx: &HeldCtx, ws: &mut Ws, events: &mut Vec<Incoming>) 
     for e in events.drain(..) {
         match e {
             Incoming::Ping(payload) => {
-                let pong = frame(op::PONG, &payload);
-                let ptr = pong.as_ptr();
-                let len = pong.len();
-                // SAFETY: the vector's heap buffer, kept by its owner.
-                let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
-                if let Err(why) = ws.stream.write(req, bytes, Owner::Own(pong), false) {
+                if let Err(why) = ws.stream.write_vec(req, frame(op::PONG, &payload), false) {
                     stream::abort(req, why);
                     return false;
                 }
             }
-            Incoming::Close(code) => {
+            Incoming::Close(Some(code)) | Incoming::Fail(code) => {
                 ops::forget(ctx.store, ctx.chan, ctx.key);
-                // Echo the client's code; none for none.
-                let reply = match code {
-                    Some(code) => close_frame(code).to_vec(),
-                    None => vec![0x80 | op::CLOSE, 0],
-                };
-                let ptr = reply.as_ptr();
-                // SAFETY: as above.
-                let bytes = unsafe { core::slice::from_raw_parts(ptr, reply.len()) };
-                end(req, ctx, ws, bytes, Owner::Own(reply));
+                // Echo the client's code (or ours for its fault).
+                end(req, ctx, ws, Close::Echo(close_frame(code).to_vec()));
                 return false;
             }
-            Incoming::Fail(code) => {
+            Incoming::Close(None) => {
                 ops::forget(ctx.store, ctx.chan, ctx.key);
-                let reply = close_frame(code).to_vec();
-                let ptr = reply.as_ptr();
-                // SAFETY: as above.
-                let bytes = unsafe { core::slice::from_raw_parts(ptr, reply.len()) };
-                end(req, ctx, ws, bytes, Owner::Own(reply));
+                // None for none.
+                end(req, ctx, ws, Close::Echo(vec![0x80 | op::CLOSE, 0]));
                 return false;
             }
         }
