@@ -450,12 +450,10 @@ fn a_slow_reader_is_ended_and_the_others_continue() {
         .start();
     // The slow one: a small receive buffer, and it never reads.
     let slow = {
-        let s = TcpStream::connect(("127.0.0.1", ngx.listener_port)).unwrap();
-        set_rcvbuf(&s, 4096);
-        use std::io::Write;
-        let mut s = s;
-        s.write_all(&es_request(&chan_path("s"), &[])).unwrap();
-        s
+        let mut c = ngx.listener();
+        c.set_recv_buffer(4096);
+        c.write_bytes(&es_request(&chan_path("s"), &[])).unwrap();
+        c
     };
     let mut fast = open(&ngx, "s");
     ngx.wait_subscribers("s", 2);
@@ -481,26 +479,6 @@ fn a_slow_reader_is_ended_and_the_others_continue() {
     assert!(ngx.error_log().contains("reads too slowly"));
     drop(slow);
     ngx.stop_and_check();
-}
-
-fn set_rcvbuf(s: &TcpStream, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    extern "C" {
-        fn setsockopt(fd: i32, level: i32, name: i32, v: *const std::ffi::c_void, l: u32) -> i32;
-    }
-    const SOL_SOCKET: i32 = 1;
-    const SO_RCVBUF: i32 = 8;
-    // SAFETY: a valid socket and a pointer to a live int of the size given.
-    let rc = unsafe {
-        setsockopt(
-            s.as_raw_fd(),
-            SOL_SOCKET,
-            SO_RCVBUF,
-            &bytes as *const i32 as *const std::ffi::c_void,
-            4,
-        )
-    };
-    assert_eq!(rc, 0);
 }
 
 /// A location offering only streams answers other requests 406; `HEAD`
