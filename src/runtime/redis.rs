@@ -319,9 +319,10 @@ impl RedisConn {
                 done.extend(self.failed(&mut fx));
                 return Some((done, fx));
             }
-            let buf = core::mem::take(&mut self.read_buf);
-            done.extend(self.backend.input(&buf[..n as usize], now_ms(), &mut fx));
-            self.read_buf = buf;
+            done.extend(
+                self.backend
+                    .input(&self.read_buf[..n as usize], now_ms(), &mut fx),
+            );
         }
         // SAFETY: the connection's read event, re-armed after EAGAIN.
         if unsafe { ngx_handle_read_event((*c).read, 0) } != NGX_OK as ngx_int_t

@@ -342,7 +342,9 @@ struct State {
     cfg: RedisConfig,
     relay: Relay,
     chans: HashMap<u64, Chan>,
-    by_id: HashMap<(Ns, Vec<u8>), u64>,
+    /// Channel serials by namespace, then id (looked up without copying
+    /// the id: every listen starts here).
+    by_id: Vec<HashMap<Vec<u8>, u64>>,
     by_pubsub: HashMap<Vec<u8>, u64>,
     next_serial: u64,
     next_op: OpId,
@@ -390,7 +392,7 @@ impl RedisBackend {
                 cfg,
                 relay: Relay::with_keys_above(keys_above),
                 chans: HashMap::new(),
-                by_id: HashMap::new(),
+                by_id: Vec::new(),
                 by_pubsub: HashMap::new(),
                 next_serial: 1,
                 next_op: 1,
@@ -563,7 +565,8 @@ impl RedisBackend {
             let held = st.relay.peek(serial);
             if !held.is_empty() {
                 c.idle_since = None;
-                let max = held.iter().map(|h| h.seq).max().unwrap_or(0).max(c.max_seq);
+                // Every hold's seq is at most max_seq.
+                let max = c.max_seq;
                 let (mode, n): (&[u8], i64) = if c.listens == 0 {
                     c.counted = held.len() as i64;
                     c.delta = 0;
@@ -654,7 +657,7 @@ impl RedisBackend {
 
 impl State {
     fn chan(&mut self, ns: Ns, id: &[u8]) -> u64 {
-        if let Some(&s) = self.by_id.get(&(ns, id.to_vec())) {
+        if let Some(&s) = self.by_id.get(ns).and_then(|m| m.get(id)) {
             return s;
         }
         let serial = self.next_serial;
@@ -667,7 +670,10 @@ impl State {
             tag.key(Part::Messages),
             tag.key(Part::Listeners),
         ];
-        self.by_id.insert((ns, id.to_vec()), serial);
+        if self.by_id.len() <= ns {
+            self.by_id.resize_with(ns + 1, HashMap::new);
+        }
+        self.by_id[ns].insert(id.to_vec(), serial);
         self.by_pubsub.insert(pubsub.clone(), serial);
         self.chans.insert(
             serial,
@@ -697,7 +703,9 @@ impl State {
 
     fn forget_chan(&mut self, serial: u64) {
         if let Some(c) = self.chans.remove(&serial) {
-            self.by_id.remove(&(c.ns, c.id));
+            if let Some(m) = self.by_id.get_mut(c.ns) {
+                m.remove(&c.id);
+            }
             self.by_pubsub.remove(&c.pubsub);
             self.recent.remove(&serial);
         }
@@ -957,7 +965,7 @@ impl State {
             let Some(c) = self.chans.get_mut(&serial) else {
                 continue;
             };
-            let max = held.iter().map(|h| h.seq).max().unwrap_or(0).max(c.max_seq);
+            let max = c.max_seq;
             let cur = weakest(held.iter().map(|h| h.cursor));
             let (since, tag) = cursor_args(&cur);
             let inc = c.inc.clone().unwrap_or_default();

@@ -151,7 +151,10 @@ mod tests {
         // Values from Redis's CLUSTER KEYSLOT.
         assert_eq!(slot(b"foo"), 12182);
         assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
-        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
+        // An empty tag: the whole key is hashed, not the later `{bar}`
+        // (CRC16/XMODEM of the whole key, from Python's binascii.crc_hqx).
+        assert_eq!(slot(b"foo{}{bar}"), 8363);
+        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
         assert_eq!(slot(b"123456789"), 0x31c3 & 0x3fff);
     }
 }

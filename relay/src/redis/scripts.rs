@@ -104,14 +104,7 @@ fn uint(f: Option<&Frame<'_>>) -> Result<u64, BadReply> {
 
 /// A message id sent as two integers, `-1 -1` for none.
 fn last_id(t: Option<&Frame<'_>>, g: Option<&Frame<'_>>) -> Result<Option<MsgId>, BadReply> {
-    let (t, g) = (int(t)?, int(g)?);
-    if t < 0 {
-        return Ok(None);
-    }
-    Ok(Some(MsgId {
-        time: t as u64,
-        tag: u32::try_from(g).map_err(|_| BadReply)?,
-    }))
+    msg_id(int(t)?, int(g)?)
 }
 
 fn bytes<'a>(f: Option<&Frame<'a>>) -> Result<&'a [u8], BadReply> {
