@@ -1,8 +1,4 @@
 //! The shared-memory zone: its declaration, its creation and reuse across
-//! reloads, the slab allocator the store allocates from, and the lock that
-//! guards every access to the store.
-
-//! The shared-memory zone: its declaration, its creation and reuse across
 //! reloads, and the lock that guards every access to the store, with the
 //! mark that tells the next holder the last one died mid-update.
 //!
@@ -263,7 +259,13 @@ pub(super) unsafe fn rebuild(zone: &Zone) -> bool {
     unsafe {
         let counters = (*root).store.counters();
         (*root).deferred.abandon();
+        // ngx_slab_init zeroes its page array a little past the final end
+        // the root may sit behind (and junks the whole header under
+        // NGX_DEBUG_MALLOC): keep the root's bytes across it. (A counter
+        // another worker adds to in between is lost: a rebuild is rare.)
+        let saved = core::mem::ManuallyDrop::new(core::ptr::read(root));
         ngx_slab_init(pool);
+        core::ptr::write(root, core::mem::ManuallyDrop::into_inner(saved));
         (*pool).set_log_nomem(0);
         let Some(store) = new_store(zone.pool, counters) else {
             return false;
@@ -354,8 +356,9 @@ unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_void) 
 /// `pool` was just initialised by ngx_slab_init.
 unsafe fn header_gap(pool: *mut ngx_slab_pool_t) -> Option<*mut Root> {
     // SAFETY: the caller's contract: `last` ends the page array in use
-    // (entries past it are never read by the slab), `start` is the first
-    // page.
+    // (entries past it are never read by the slab once it is initialised;
+    // `rebuild` keeps the root across a new ngx_slab_init), `start` is the
+    // first page.
     let (last, start) = unsafe { ((*pool).last as usize, (*pool).start as usize) };
     let at = (last + 63) & !63;
     (at + core::mem::size_of::<Root>() <= start).then_some(at as *mut Root)

@@ -236,7 +236,8 @@ impl<A: Allocator + Clone> Store<A> {
     /// Fix what an interrupted update can leave behind (see the module
     /// comment), then make every worker resynchronise its held listeners
     /// with the store (events it should have been sent may be missing).
-    /// The caller unregisters the dead worker first.
+    /// The caller unregisters the dead worker afterwards (that needs the
+    /// bucket table whole, which this finishes), then checks the store.
     pub fn repair(&mut self) -> Repairs {
         let mut r = Repairs::default();
         if !self.rehash_from.is_empty() {
@@ -353,6 +354,7 @@ fn repair_channel<A: Allocator + Clone>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::pubopts;
     use super::super::{Concurrency, ListenRules, NewMessage};
     use super::*;
     use crate::proto::cursor::Cursor;
@@ -370,18 +372,7 @@ mod tests {
     };
 
     fn publish(s: &mut Store<Global>, ch: &[u8], body: &[u8], now: u64, w: WorkerId) {
-        let p = NewMessage {
-            content_type: b"text/plain",
-            event: b"",
-            body,
-            now,
-            message_timeout: 0,
-            buffer_length: 10,
-            queue: true,
-            channel_timeout: 3600,
-            worker: w,
-        };
-        s.publish(ch, &p).unwrap();
+        s.publish(ch, &pubopts(body, now, w)).unwrap();
     }
 
     /// Two workers, a channel each holds listeners on with messages owed

@@ -685,16 +685,7 @@ impl<A: Allocator + Clone> Store<A> {
 
     pub fn register_worker(&mut self, pid: i32, nonce: u64) -> Result<WorkerId, StoreError> {
         let id = self.next_worker;
-        let w = Worker {
-            id,
-            pid,
-            nonce,
-            inbox: Vec::new_in(self.alloc.clone()),
-            overflow: false,
-            gauges: WorkerGauges::default(),
-        };
-        try_push(&mut self.workers, w)?;
-        self.next_worker += 1;
+        self.register_worker_as(id, pid, nonce)?;
         Ok(id)
     }
 
@@ -1163,7 +1154,7 @@ mod tests {
         max_subscribers: 0,
     };
 
-    fn pubopts<'a>(body: &'a [u8], now: u64, w: WorkerId) -> NewMessage<'a> {
+    pub(super) fn pubopts<'a>(body: &'a [u8], now: u64, w: WorkerId) -> NewMessage<'a> {
         NewMessage {
             content_type: b"text/plain",
             event: b"",
