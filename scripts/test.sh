@@ -14,6 +14,11 @@ cd "$(dirname "$0")/.."
 # the compatibility test) comes from the npm registry; the stats tests
 # check the metrics with promtool (Debian's prometheus package).
 pkgs=(redis-server chromium chromium-driver prometheus)
+# And what the later scripts install themselves, so that a fresh machine
+# runs apt once: g++ (fuzz.sh), valgrind (memcheck.sh), nginx and
+# nginx-dev (test-distro.sh), python3 (the build tests), the package tools
+# (deb.sh).
+pkgs+=(g++ valgrind nginx nginx-dev python3 debhelper dpkg-dev build-essential)
 command -v npm >/dev/null || pkgs+=(npm)
 scripts/deps.sh "${pkgs[@]}"
 cargo build

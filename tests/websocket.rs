@@ -8,7 +8,6 @@ mod common;
 
 use common::stream::{
     client_frame, raw_close_code, raw_ws, ws_close_code, ws_expect, ws_next, ws_on, ws_open,
-    ws_over,
 };
 use common::*;
 use std::io::{Read, Write};
@@ -395,6 +394,5 @@ fn http10_upgrade_is_refused() {
     s.set_read_timeout(Some(PROMPT)).unwrap();
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    let _ = ws_over;
     ngx.stop_and_check();
 }
