@@ -155,9 +155,9 @@ fn accepts_event_stream(accept: &[u8]) -> bool {
 
 /// Which transport this request gets at a location offering `offered`: a
 /// valid WebSocket upgrade → WebSocket; `Accept: text/event-stream` →
-/// EventSource; anything else → the location's poll (406 without one). A
-/// request that cannot be held (a subrequest, `HEAD`) is answered like
-/// interval-poll.
+/// EventSource; anything else → the location's poll (406 without one).
+/// `HEAD` is never a stream (it gets the poll); a subrequest, which cannot
+/// be held, is answered like interval-poll.
 pub fn choose(offered: Transports, method: Method, h: &Hints<'_>) -> Result<Transport, Refusal> {
     let get = method == Method::Get;
     if offered.contains(Transport::WebSocket)
@@ -338,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn subrequests_and_head_are_never_held() {
+    fn subrequests_and_head_are_never_streams() {
         let all = set(&["long-poll", "eventsource"]);
         let sub = Hints {
             main: false,
